@@ -37,12 +37,14 @@ class Hypergradient(NamedTuple):
 
 
 class UnrolledHypergradient(NamedTuple):
-    """As :class:`Hypergradient`, plus the weights and rule state after the K steps (detached)."""
+    """As :class:`Hypergradient`, plus the weights and rule state after the K steps (detached)
+    and the K training losses met on the way."""
 
     grads: Tree
     val_loss: Tensor
     params: Tree
     state: State
+    train_losses: Tensor
 
 
 def implicit(
@@ -114,12 +116,14 @@ def unrolled(
     h_const = {k: v.detach() for k, v in hparams.items()}
     w = {k: v.detach() for k, v in params.items()}
     state = rule.init(w) if state is None else state
+    losses = []
     with torch.enable_grad():
         for k, batch in enumerate(train_batches):
             differentiate = k >= first_differentiated
             if not any(v.requires_grad for v in w.values()):
                 w = {name: v.detach().requires_grad_(True) for name, v in w.items()}
             loss = train_loss(w, h if differentiate else h_const, batch)
+            losses.append(loss.detach())
             grads = torch.autograd.grad(loss, list(w.values()), create_graph=differentiate, allow_unused=True)
             grads = {name: torch.zeros_like(v) if g is None else g for (name, v), g in zip(w.items(), grads, strict=True)}
             if differentiate:
@@ -136,7 +140,7 @@ def unrolled(
             "(e.g. a penalty weighted by them) or val_loss use them directly"
         )
     grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(h.items(), hg, strict=True)}
-    return UnrolledHypergradient(grads, value.detach(), _detach(w), _detach(state))
+    return UnrolledHypergradient(grads, value.detach(), _detach(w), _detach(state), torch.stack(losses))
 
 
 def truncated(
