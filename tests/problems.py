@@ -17,7 +17,7 @@ import torch
 
 import nestopt as nest
 
-torch.set_default_dtype(torch.float64)
+F64 = torch.float64
 
 
 @dataclass
@@ -42,11 +42,12 @@ def _eig_bounds(h: torch.Tensor) -> tuple[float, float]:
 def ridge(features: int = 50, n_train: int = 200, n_val: int = 100, seed: int = 0) -> Problem:
     """Least squares with one L2 coefficient exp(λ_j) per feature; w* in closed form."""
     g = torch.Generator().manual_seed(seed)
-    x, xv = torch.randn(n_train, features, generator=g), torch.randn(n_val, features, generator=g)
-    w_true = torch.randn(features, generator=g)
-    y = x @ w_true + 0.5 * torch.randn(n_train, generator=g)
-    yv = xv @ w_true + 0.5 * torch.randn(n_val, generator=g)
-    lam = torch.linspace(-2.0, 0.0, features)
+    x = torch.randn(n_train, features, generator=g, dtype=F64)
+    xv = torch.randn(n_val, features, generator=g, dtype=F64)
+    w_true = torch.randn(features, generator=g, dtype=F64)
+    y = x @ w_true + 0.5 * torch.randn(n_train, generator=g, dtype=F64)
+    yv = xv @ w_true + 0.5 * torch.randn(n_val, generator=g, dtype=F64)
+    lam = torch.linspace(-2.0, 0.0, features, dtype=F64)
 
     def train_loss(p, h, batch):
         xb, yb = batch
@@ -74,11 +75,15 @@ def logistic(features: int = 8, n_train: int = 120, n_val: int = 80, seed: int =
     """Logistic regression with a bias, per-feature L2 on the weights, and a validation loss that
     also depends on λ directly (so the direct term is exercised); w* by Newton in float64."""
     g = torch.Generator().manual_seed(seed)
-    x, xv = torch.randn(n_train, features, generator=g), torch.randn(n_val, features, generator=g)
-    w_true = torch.randn(features, generator=g)
-    y = (x @ w_true + 0.3 * torch.randn(n_train, generator=g) > 0).double()
+    x = torch.randn(n_train, features, generator=g, dtype=F64)
+    xv = torch.randn(n_val, features, generator=g, dtype=F64)
+    w_true = torch.randn(features, generator=g, dtype=F64)
+    y = (x @ w_true + 0.3 * torch.randn(n_train, generator=g, dtype=F64) > 0).double()
     yv = (xv @ w_true > 0).double()
-    hp = {"log_l2": torch.linspace(-3.0, -1.0, features), "temperature": torch.tensor(0.2)}
+    hp = {
+        "log_l2": torch.linspace(-3.0, -1.0, features, dtype=F64),
+        "temperature": torch.tensor(0.2, dtype=F64),
+    }
 
     def unpack(theta):
         return {"w": theta[:features], "b": theta[features]}
@@ -97,7 +102,7 @@ def logistic(features: int = 8, n_train: int = 120, n_val: int = 80, seed: int =
     def flat_train(theta, h):
         return train_loss(unpack(theta), h, (x, y))
 
-    theta = torch.zeros(features + 1)
+    theta = torch.zeros(features + 1, dtype=F64)
     for _ in range(50):  # Newton to machine precision (strictly convex)
         grad = torch.func.grad(flat_train)(theta, hp)
         theta = theta - torch.linalg.solve(torch.func.hessian(flat_train)(theta, hp), grad)
@@ -128,21 +133,23 @@ class Method:
     """How to get a hypergradient of a problem, and the relative error it must reach."""
 
     name: str
-    compute: Callable[[Problem], dict]
+    compute: Callable[..., dict]  # (problem, backend=None) -> hypergradient tree
     tolerance: Callable[[Problem], float]
+    implicit: bool = True
 
 
 def _implicit(solver):
-    def compute(p: Problem) -> dict:
+    def compute(p: Problem, backend=None) -> dict:
         return nest.implicit(
-            p.train_loss, p.val_loss, p.params, p.hparams, p.train_batch, p.val_batch, solver=solver(p)
+            p.train_loss, p.val_loss, p.params, p.hparams, p.train_batch, p.val_batch,
+            solver=solver(p), backend=backend,
         ).grads
 
     return compute
 
 
 def _unrolled_from_optimum(steps: int):
-    def compute(p: Problem) -> dict:
+    def compute(p: Problem, backend=None) -> dict:
         batches = [p.train_batch] * steps
         return nest.unrolled(
             p.train_loss, p.val_loss, p.params, p.hparams, batches, p.val_batch, rule=nest.sgd(p.lr)
@@ -155,14 +162,15 @@ METHODS: list[Method] = [
     Method("implicit-exact", _implicit(lambda p: nest.exact()), lambda p: 1e-10),
     Method("implicit-cg", _implicit(lambda p: nest.cg(steps=200, tol=1e-15)), lambda p: 1e-10),
     Method(
-        "implicit-neumann-400",
-        _implicit(lambda p: nest.neumann(steps=400, alpha=p.lr)),
-        lambda p: 1e-10 + 50 * p.rho**400,
+        "implicit-neumann-150",
+        _implicit(lambda p: nest.neumann(steps=150, alpha=p.lr)),
+        lambda p: 1e-10 + 50 * p.rho**150,
     ),
     Method(
-        "unrolled-400-from-optimum",
-        _unrolled_from_optimum(400),
-        lambda p: 1e-10 + 50 * p.rho**400,
+        "unrolled-150-from-optimum",
+        _unrolled_from_optimum(150),
+        lambda p: 1e-10 + 50 * p.rho**150,
+        implicit=False,
     ),
 ]
 
