@@ -58,7 +58,8 @@ class HyperParameters(nn.Module):
         return 0.0
 
     def tree(self) -> Tree:
-        """The raw hyperparameters as a tree (detached values)."""
+        """The raw hyperparameters as a tree of detached views (they follow in-place updates;
+        clone them to keep a copy)."""
         return {k: v.detach() for k, v in self.named_parameters()}
 
 

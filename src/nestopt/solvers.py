@@ -45,9 +45,11 @@ def check_solution(solution: Solution, solver: object) -> None:
     """Raise :class:`IndefiniteOperatorError` if CG saw non-positive curvature (one host sync)."""
     curvature = float(solution.min_curvature)
     if curvature <= 0:
+        damping = getattr(solver, "damping", 0.0)
         raise IndefiniteOperatorError(
-            f"{solver!r} met curvature pᵀHp/pᵀp = {curvature:.3g} <= 0: the Hessian is not positive "
-            f"definite at these weights; use neumann(...) or add damping, e.g. cg(damping=1e-3)"
+            f"{solver!r} met curvature pᵀ(H + δI)p/pᵀp = {curvature:.3g} <= 0: the Hessian is not "
+            f"positive definite at these weights; use neumann(...) or more damping, e.g. "
+            f"cg(damping={damping + max(2 * -curvature, 1e-3):.2g})"
         )
 
 
