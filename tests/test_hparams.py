@@ -60,3 +60,10 @@ def test_example_weights_weight_each_example_and_need_per_example_losses():
     with pytest.raises(ValueError, match="reduction='none'"):
         weights.inner_loss(weights.tree(), {}, losses.mean(), batch)
     assert math.isclose(float(weights.weights()[0]), 2.0, rel_tol=1e-6)
+
+
+def test_weight_decay_of_another_model_is_refused_with_the_shapes():
+    decay = WeightDecay(nn.Linear(3, 4))
+    other = dict(nn.Linear(3, 5).named_parameters())
+    with pytest.raises(ValueError, match=r"decay for 'weight' is \(4, 3\) but the parameter is \(5, 3\)"):
+        decay.penalty(decay.tree(), other)

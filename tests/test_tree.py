@@ -8,7 +8,7 @@ from nestopt.tree import check_like, tree_add, tree_dot, tree_flatten, tree_norm
 
 @given(shapes=st.lists(st.lists(st.integers(1, 4), min_size=0, max_size=3), min_size=1, max_size=4))
 def test_flatten_unflatten_round_trip_and_dot(shapes):
-    tree = {f"p{i}": torch.randn(*s, dtype=torch.float64) for i, s in enumerate(shapes)}
+    tree = {f"p{i}": torch.randn(tuple(s), dtype=torch.float64) for i, s in enumerate(shapes)}
     flat = tree_flatten(tree)
     back = tree_unflatten(flat, tree)
     assert all(torch.equal(back[k], tree[k]) for k in tree)

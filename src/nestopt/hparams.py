@@ -117,6 +117,13 @@ class WeightDecay(HyperParameters):
 
     def penalty(self, hparams: Tree, params: Tree) -> Tensor:
         decays = self.decays(hparams)
+        if self.per == "weight":
+            for k in self.names:
+                if decays[k].shape != params[k].shape:
+                    raise ValueError(
+                        f"shape mismatch: decay for {k!r} is {tuple(decays[k].shape)} but the parameter "
+                        f"is {tuple(params[k].shape)}: build WeightDecay from this model"
+                    )
         return 0.5 * sum((decays[k] * params[k] * params[k]).sum() for k in self.names)
 
 
