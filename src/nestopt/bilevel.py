@@ -220,16 +220,7 @@ class Bilevel:
     # ------------------------------------------------------------------ steps
     def inner_step(self, batch: Any) -> tuple[Tensor, Tensor]:
         """One step of the inner optimizer; returns the loss and the gradient norm (no sync)."""
-        self.model.train()
-        hparams = self.hparams.tree()
-        params = {k: p for k, p in self.model.named_parameters() if p.requires_grad}
-        losses = self.train_loss(self.model, batch)
-        loss = self.hparams.inner_loss(hparams, params, losses, batch)
-        self.inner_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norms = [p.grad.norm() for p in params.values() if p.grad is not None]
-        self.inner_optimizer.step()
-        return loss.detach(), torch.stack(norms).norm() if norms else loss.new_zeros(())
+        return train_step(self.model, self.hparams, self.inner_optimizer, self.train_loss, batch)
 
     def outer_step(self, train: Iterator, val: Iterator) -> dict[str, float]:
         """One outer step; returns its record (floats), also appended to :attr:`history`."""
@@ -335,6 +326,26 @@ class Bilevel:
 
 
 # ---------------------------------------------------------------------- helpers
+def train_step(
+    model: nn.Module,
+    hparams: HyperParameters,
+    optimizer: torch.optim.Optimizer,
+    train_loss: TrainLoss,
+    batch: Any,
+) -> tuple[Tensor, Tensor]:
+    """One plain training step of ``model`` on the inner objective with fixed ``hparams``;
+    returns the loss and the gradient norm as tensors (no host sync)."""
+    model.train()
+    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    losses = train_loss(model, batch)
+    loss = hparams.inner_loss(hparams.tree(), params, losses, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norms = [p.grad.norm() for p in params.values() if p.grad is not None]
+    optimizer.step()
+    return loss.detach(), torch.stack(norms).norm() if norms else loss.new_zeros(())
+
+
 def _check_optimizer_owns(optimizer: Any, module: nn.Module, what: str, fix: str) -> None:
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"{what} must be a torch.optim.Optimizer, got {type(optimizer).__name__}")

@@ -1,0 +1,736 @@
+"""Benchmark: what does one hypergradient outer step cost, compared with plain training?
+
+Problem: an MLP 40-300-300-10 (ReLU, ~105k weights) on MNIST-1D (generated offline), with one
+L2-decay hyperparameter per weight (``WeightDecay(per="weight")``), train batches of 128,
+validation batches of 512. One outer step = 5 warm-started SGD steps (lr 0.1) + one hypergradient
++ one Adam step on the hyperparameters (``Bilevel.outer_step``).
+
+Measured in one process, interleaved, ``--repeats`` times (each time one block of N calls per
+measurement, N calibrated during warm-up), and reported as median [min, max] over the repeats.
+Every time is also divided by the time of a plain train step (``Bilevel.inner_step``: forward,
+backward, SGD step) measured in the same repeat, so the ratios survive a noisy machine:
+
+1. the unit: one plain train step;
+2. outer steps: IFT neumann(10) eager and ``torch.compile``d (compile time reported apart), IFT
+   cg(10), IFT identity(), Unrolled() through the 5 inner steps, and a plain-PyTorch
+   double-backward reference written here (no nestopt in its hypergradient), plus the cosine
+   similarity of each first hypergradient with the reference's on the same weights and batches;
+3. primitives: validation gradient (512), linearization (one ``create_graph`` gradient), one HVP
+   per candidate implementation (nestopt's ``linearize``, double-backward fresh / reused,
+   ``torch.func`` jvp-of-grad and vjp-of-grad, eager and compiled), the mixed VJP, the outer Adam
+   step;
+4. the sum of primitives of the eager outer step (5 train steps + val grad + linearization +
+   10 HVPs + mixed VJP + Adam step) and outer step / sum;
+5. peak memory of each outer step, each in a fresh subprocess (``--memory-of NAME``): peak RSS
+   above the RSS after setup, and (Linux) the steady-state peak after warm-up / compilation.
+
+Writes ``benchmarks/results/hypergrad.json``. ``--quick`` runs fewer and shorter repeats and
+skips the compiled HVP candidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch import Tensor, nn
+
+import nestopt
+from nestopt.bilevel import IFT, Bilevel, Unrolled
+from nestopt.data import BatchStream, Split, mnist1d
+from nestopt.hparams import WeightDecay
+from nestopt.operators import linearize, value_and_grads
+
+SEED = 0
+INNER_LR = 0.1  # SGD on the weights; also the Neumann alpha
+OUTER_LR = 0.01  # Adam on the hyperparameters
+INNER_STEPS = 5
+SOLVER_STEPS = 10  # Neumann terms / CG iterations
+CG_DAMPING = 0.1  # the Hessian of a ReLU MLP is indefinite: plain CG refuses it
+TRAIN_BATCH, VAL_BATCH = 128, 512
+PRETRAIN_STEPS = 100  # plain SGD steps before anything is measured (warm-started weights)
+RESULTS = Path(__file__).resolve().parent / "results" / "hypergrad.json"
+
+# targets of the issue
+MAX_OVERHEAD = 1.05  # eager outer step / sum of its primitives
+MAX_RATIO = 20.0  # outer step / train step
+MIN_COSINE = 0.999  # nestopt neumann vs the plain-PyTorch reference
+
+Tree = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Settings:
+    repeats: int
+    block_seconds: float  # target duration of one timed block (N calls)
+    warmup_seconds: float
+    compiled_candidates: bool
+    memory_steps: int
+
+
+QUICK = Settings(repeats=3, block_seconds=0.15, warmup_seconds=0.1, compiled_candidates=False, memory_steps=3)
+FULL = Settings(repeats=7, block_seconds=0.4, warmup_seconds=0.3, compiled_candidates=True, memory_steps=10)
+
+
+# --------------------------------------------------------------------------- problem
+def seed_everything(seed: int = SEED) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_loss(model: Callable[..., Tensor], batch: Any) -> Tensor:
+    x, y, _ = batch
+    return F.cross_entropy(model(x), y, reduction="none")
+
+
+def val_loss(model: Callable[..., Tensor], batch: Any) -> Tensor:
+    x, y, _ = batch
+    return F.cross_entropy(model(x), y)
+
+
+def make_mlp(n_in: int, n_out: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(n_in, 300), nn.ReLU(), nn.Linear(300, 300), nn.ReLU(), nn.Linear(300, n_out))
+
+
+def make_trainer(model: nn.Module, hparams: WeightDecay, hypergradient: IFT | Unrolled) -> Bilevel:
+    return Bilevel(
+        model,
+        hparams,
+        inner_optimizer=torch.optim.SGD(model.parameters(), lr=INNER_LR),
+        outer_optimizer=torch.optim.Adam(hparams.parameters(), lr=OUTER_LR),
+        train_loss=train_loss,
+        val_loss=val_loss,
+        hypergradient=hypergradient,
+        inner_steps=INNER_STEPS,
+    )
+
+
+@dataclass
+class Base:
+    """Data and a briefly pre-trained model; every measurement starts from copies of them."""
+
+    split: Split
+    model: nn.Module
+    hparams: WeightDecay
+
+    def copies(self) -> tuple[nn.Module, WeightDecay]:
+        return copy.deepcopy(self.model), copy.deepcopy(self.hparams)
+
+    def streams(self) -> tuple[BatchStream, BatchStream]:
+        """Fresh train / validation streams, the same batches for every caller."""
+        train = BatchStream(*self.split.train, batch_size=TRAIN_BATCH, seed=SEED + 1)
+        val = BatchStream(*self.split.val, batch_size=VAL_BATCH, seed=SEED + 2)
+        return train, val
+
+    def trainer(self, hypergradient: IFT | Unrolled) -> Bilevel:
+        return make_trainer(*self.copies(), hypergradient)
+
+
+def build_base() -> Base:
+    seed_everything()
+    split = mnist1d()
+    model = make_mlp(split.n_features, split.n_classes)
+    hparams = WeightDecay(model, init=1e-4, per="weight")
+    trainer = make_trainer(model, hparams, IFT())
+    stream = BatchStream(*split.train, batch_size=TRAIN_BATCH, seed=SEED + 100)
+    for _ in range(PRETRAIN_STEPS):
+        trainer.inner_step(next(stream))
+    return Base(split, model, hparams)
+
+
+# --------------------------------------------------------------------------- runners
+class NestoptRunner:
+    """One ``Bilevel`` with its own weights, optimizers and streams."""
+
+    def __init__(self, base: Base, hypergradient: IFT | Unrolled) -> None:
+        self.trainer = base.trainer(hypergradient)
+        self.train, self.val = base.streams()
+
+    def hypergradient(self) -> Tree:
+        """Inner steps + hypergradient, without the outer update (for comparisons)."""
+        return self.trainer.hypergradient.outer_step(self.trainer, self.train, self.val).grads
+
+    def outer_step(self) -> None:
+        self.trainer.outer_step(self.train, self.val)
+
+
+class TrainOnlyRunner(NestoptRunner):
+    """The inner steps of an outer step and nothing else (memory baseline)."""
+
+    def outer_step(self) -> None:
+        for _ in range(INNER_STEPS):
+            self.trainer.inner_step(next(self.train))
+
+
+class ReferenceRunner:
+    """The same outer step in plain PyTorch: double-backward Neumann, no nestopt involved."""
+
+    def __init__(self, base: Base) -> None:
+        self.model, self.hparams = base.copies()
+        self.raw = dict(self.hparams.named_parameters())  # "raw.<layer>" -> log-decay
+        self.decay_of = {name: self.hparams.raw[name.replace(".", "__")] for name, _ in self.model.named_parameters()}
+        self.inner = torch.optim.SGD(self.model.parameters(), lr=INNER_LR)
+        self.outer = torch.optim.Adam(self.hparams.parameters(), lr=OUTER_LR)
+        self.train, self.val = base.streams()
+
+    def inner_loss(self, batch: Any) -> Tensor:
+        x, y, _ = batch
+        penalty = sum((log_decay.exp() * w * w).sum() for w, log_decay in self._pairs())
+        return F.cross_entropy(self.model(x), y) + 0.5 * penalty
+
+    def _pairs(self) -> list[tuple[Tensor, Tensor]]:
+        return [(w, self.decay_of[name]) for name, w in self.model.named_parameters()]
+
+    def train_step(self, batch: Any) -> None:
+        self.inner.zero_grad(set_to_none=True)
+        self.inner_loss(batch).backward()
+        self.inner.step()
+
+    def hypergradient(self) -> Tree:
+        for _ in range(INNER_STEPS):
+            self.train_step(next(self.train))
+        train_batch, (x, y, _) = next(self.train), next(self.val)
+        weights, raws = list(self.model.parameters()), list(self.raw.values())
+        b = torch.autograd.grad(F.cross_entropy(self.model(x), y), weights)
+        g = torch.autograd.grad(self.inner_loss(train_batch), weights, create_graph=True)
+        v, total = list(b), list(b)  # x = alpha * sum_{j<steps} (I - alpha H)^j b
+        for j in range(SOLVER_STEPS):
+            hv = torch.autograd.grad(g, weights, v, retain_graph=True)
+            v = [vi - INNER_LR * hvi for vi, hvi in zip(v, hv, strict=True)]
+            if j + 1 < SOLVER_STEPS:
+                total = [t + vi for t, vi in zip(total, v, strict=True)]
+        solution = [INNER_LR * t for t in total]
+        mixed = torch.autograd.grad(g, raws, solution)
+        return {k: -m for k, m in zip(self.raw, mixed, strict=True)}
+
+    def outer_step(self) -> None:
+        grads = self.hypergradient()
+        for k, p in self.raw.items():
+            p.grad = grads[k]
+        self.outer.step()
+        self.outer.zero_grad(set_to_none=True)
+
+
+def ift(solver: Any, compile: bool = False) -> Callable[[Base], NestoptRunner]:
+    return lambda base: NestoptRunner(base, IFT(solver, compile=compile))
+
+
+CONFIGS: dict[str, Callable[[Base], Any]] = {
+    "ift-neumann-eager": ift(nestopt.neumann(SOLVER_STEPS, INNER_LR)),
+    "ift-neumann-compiled": ift(nestopt.neumann(SOLVER_STEPS, INNER_LR), compile=True),
+    "ift-cg": ift(nestopt.cg(steps=SOLVER_STEPS, damping=CG_DAMPING)),
+    "ift-identity": ift(nestopt.identity()),
+    "unrolled": lambda base: NestoptRunner(base, Unrolled()),
+    "reference": ReferenceRunner,
+}
+LABELS = {
+    "ift-neumann-eager": "IFT neumann(10), autograd eager (default)",
+    "ift-neumann-compiled": "IFT neumann(10), torch.compile",
+    "ift-cg": f"IFT cg(10, damping={CG_DAMPING})",
+    "ift-identity": "IFT identity()",
+    "unrolled": "Unrolled() through 5 SGD steps",
+    "reference": "plain PyTorch double-backward reference",
+    "train": "5 plain train steps (no hypergradient)",
+}
+DEFAULT, COMPILED, REFERENCE = "ift-neumann-eager", "ift-neumann-compiled", "reference"
+
+
+# --------------------------------------------------------------------------- timing
+@dataclass
+class Measurement:
+    name: str
+    fn: Callable[[], Any]
+    calls: int = 1  # calls per timed block, calibrated in warm-up
+    error: str | None = None
+
+
+def calibrate(m: Measurement, settings: Settings) -> None:
+    """Warm up (at least 3 calls) and pick the calls per block from the warm-up speed."""
+    start, calls = time.perf_counter(), 0
+    while calls < 3 or time.perf_counter() - start < settings.warmup_seconds:
+        m.fn()
+        calls += 1
+    per_call = (time.perf_counter() - start) / calls
+    m.calls = max(2, round(settings.block_seconds / per_call))
+
+
+def time_block(m: Measurement) -> float:
+    start = time.perf_counter()
+    for _ in range(m.calls):
+        m.fn()
+    return (time.perf_counter() - start) / m.calls
+
+
+def run_interleaved(measurements: list[Measurement], unit: Measurement, repeats: int) -> dict[str, list[float]]:
+    """``repeats`` rounds; each times the unit, every measurement, then the unit again."""
+    times: dict[str, list[float]] = {m.name: [] for m in [unit, *measurements]}
+    for _ in range(repeats):
+        before = time_block(unit)
+        for m in measurements:
+            if m.error is None:
+                try:
+                    times[m.name].append(time_block(m))
+                except Exception as error:  # e.g. CG meeting negative curvature mid-run
+                    m.error = f"{type(error).__name__}: {error}"
+        times[unit.name].append(0.5 * (before + time_block(unit)))
+    return times
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"median": None, "min": None, "max": None, "values": []}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def ratios(values: list[float], units: list[float]) -> list[float]:
+    return [v / u for v, u in zip(values, units, strict=False)]
+
+
+# --------------------------------------------------------------------------- outer steps
+def flat(tree: Tree, keys: list[str]) -> Tensor:
+    return torch.cat([tree[k].detach().reshape(-1).double() for k in keys])
+
+
+def compare(grads: Tree, reference: Tree) -> dict[str, float]:
+    keys = list(reference)
+    a, b = flat(grads, keys), flat(reference, keys)
+    return {
+        "cosine_vs_reference": float(F.cosine_similarity(a, b, dim=0)),
+        "norm_ratio_vs_reference": float(a.norm() / b.norm()),
+    }
+
+
+def first_call(runner: Any) -> tuple[Tree | None, float, dict[str, Any]]:
+    """The first hypergradient from the shared initial state (compiles where asked)."""
+    info: dict[str, Any] = {"error": None, "fell_back_to_eager": False}
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            grads = runner.hypergradient()
+        except Exception as error:
+            info["error"] = f"{type(error).__name__}: {error}"
+            grads = None
+    seconds = time.perf_counter() - start
+    info["fell_back_to_eager"] = any("continuing in eager mode" in str(w.message) for w in caught)
+    return grads, seconds, info
+
+
+def outer_measurements(base: Base, console: Console) -> tuple[list[Measurement], dict[str, dict]]:
+    """One runner per configuration: first hypergradient (compared to the reference), then
+    a timed measurement of its outer step."""
+    runners = {name: make(base) for name, make in CONFIGS.items()}
+    results: dict[str, dict] = {}
+    reference, ref_seconds, ref_info = first_call(runners[REFERENCE])
+    if reference is None:
+        raise RuntimeError(f"the reference hypergradient failed: {ref_info['error']}")
+    measurements = []
+    for name, runner in runners.items():
+        console.log(f"first hypergradient: {name}")
+        if name == REFERENCE:
+            grads, seconds, info = reference, ref_seconds, ref_info
+        else:
+            grads, seconds, info = first_call(runner)
+        if grads is not None:
+            info.update(compare(grads, reference))
+        results[name] = {"first_call_seconds": seconds, **info}
+        measurements.append(Measurement(name, runner.outer_step, error=info["error"]))
+    return measurements, results
+
+
+# --------------------------------------------------------------------------- primitives
+def hvp_candidates(trainer: Bilevel, params: Tree, hparams: Tree, batch: Any, v: Tree, compiled: bool) -> dict:
+    """Ways to compute one Hessian-vector product of the inner loss (plain PyTorch)."""
+    loss = trainer.inner_loss_fn
+
+    def leaves() -> Tree:
+        return {k: w.detach().requires_grad_(True) for k, w in params.items()}
+
+    def double_backward_fresh() -> tuple[Tensor, ...]:
+        w = leaves()
+        with torch.enable_grad():
+            g = torch.autograd.grad(loss(w, hparams, batch), list(w.values()), create_graph=True)
+            return torch.autograd.grad(g, list(w.values()), list(v.values()))
+
+    w_reused = leaves()
+    with torch.enable_grad():
+        g_reused = torch.autograd.grad(loss(w_reused, hparams, batch), list(w_reused.values()), create_graph=True)
+
+    def double_backward_reused() -> tuple[Tensor, ...]:
+        return torch.autograd.grad(g_reused, list(w_reused.values()), list(v.values()), retain_graph=True)
+
+    def inner_grad(w: Tree) -> Tree:
+        return torch.func.grad(loss)(w, hparams, batch)
+
+    def jvp_of_grad(w: Tree, v: Tree) -> Tree:
+        return torch.func.jvp(inner_grad, (w,), (v,))[1]
+
+    def vjp_of_grad(w: Tree, v: Tree) -> Tree:
+        return torch.func.vjp(inner_grad, w)[1](v)[0]
+
+    vjp_reused = torch.func.vjp(inner_grad, params)[1]
+    candidates = {
+        "hvp: double-backward, fresh create_graph grad": double_backward_fresh,
+        "hvp: double-backward, one create_graph grad reused": double_backward_reused,
+        "hvp: func jvp(grad) [fwd-over-rev], eager": lambda: jvp_of_grad(params, v),
+        "hvp: func vjp(grad) [rev-over-rev], eager": lambda: vjp_of_grad(params, v),
+        "hvp: func vjp(grad), closure reused, eager": lambda: vjp_reused(v)[0],
+    }
+    if compiled:
+        jvp_c, vjp_c = torch.compile(jvp_of_grad), torch.compile(vjp_of_grad)
+        candidates["hvp: func jvp(grad), compiled"] = lambda: jvp_c(params, v)
+        candidates["hvp: func vjp(grad), compiled"] = lambda: vjp_c(params, v)
+    return candidates
+
+
+def primitive_measurements(base: Base, settings: Settings, console: Console) -> tuple[list[Measurement], dict]:
+    """Each piece of the eager outer step alone, at fixed weights and batches."""
+    trainer = base.trainer(IFT())
+    train, val = base.streams()
+    train_batch, val_batch = next(train), next(val)
+    params, hparams = trainer.params(), trainer.hparams.tree()
+    inner, outer = trainer.inner_loss_fn, trainer.val_loss_fn
+    _, v, _ = value_and_grads(outer, params, hparams, val_batch, "autograd")  # a realistic vector
+    lin = linearize(inner, params, hparams, train_batch, "autograd")
+    adam_hparams = copy.deepcopy(base.hparams)
+    adam = torch.optim.Adam(adam_hparams.parameters(), lr=OUTER_LR)
+    grads = lin.mixed_vjp(v)
+
+    def adam_step() -> None:
+        for k, p in adam_hparams.named_parameters():
+            p.grad = grads[k]
+        adam.step()
+        adam.zero_grad(set_to_none=True)
+
+    fns = {
+        "val grad (batch 512)": lambda: value_and_grads(outer, params, hparams, val_batch, "autograd"),
+        "linearize (create_graph grad)": lambda: linearize(inner, params, hparams, train_batch, "autograd"),
+        "hvp: nestopt linearize(...).hvp": lambda: lin.hvp(v),
+        "mixed vjp: nestopt linearize(...).mixed_vjp": lambda: lin.mixed_vjp(v),
+        "outer Adam step": adam_step,
+        **hvp_candidates(trainer, params, hparams, train_batch, v, settings.compiled_candidates),
+    }
+    compile_seconds = {}
+    for name, fn in fns.items():
+        if "compiled" in name:
+            console.log(f"compiling: {name}")
+            start = time.perf_counter()
+            fn()
+            compile_seconds[name] = time.perf_counter() - start
+    return [Measurement(name, fn) for name, fn in fns.items()], compile_seconds
+
+
+# --------------------------------------------------------------------------- memory
+def current_rss_mib() -> float | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Reset the peak RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_memory(name: str, steps: int) -> dict[str, Any]:
+    """Runs in a fresh process: setup, 2 warm-up outer steps (compilation), ``steps`` more."""
+    base = build_base()
+    runner = TrainOnlyRunner(base, IFT()) if name == "train" else CONFIGS[name](base)
+    gc.collect()
+    setup = current_rss_mib() or peak_rss_mib()
+    for _ in range(2):
+        runner.outer_step()
+    peak_warmup = peak_rss_mib()
+    can_reset = reset_peak_rss()
+    steady = current_rss_mib()
+    for _ in range(steps):
+        runner.outer_step()
+    peak_steady = peak_rss_mib()
+    return {
+        "setup_rss_mib": setup,
+        "peak_above_setup_mib": max(peak_warmup, peak_steady) - setup,
+        "steady_peak_above_mib": peak_steady - steady if can_reset and steady is not None else None,
+        "steps": steps,
+    }
+
+
+def memory_in_subprocesses(names: list[str], steps: int, console: Console) -> dict[str, dict]:
+    results = {}
+    for name in names:
+        console.log(f"memory (fresh process): {name}")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-of", name, "--memory-steps", str(steps)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            results[name] = {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+        else:
+            results[name] = json.loads(lines[-1])
+    return results
+
+
+# --------------------------------------------------------------------------- report
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def summarise(
+    times: dict[str, list[float]],
+    outer: dict[str, dict],
+    primitive_names: list[str],
+    compile_seconds: dict[str, float],
+) -> dict[str, Any]:
+    unit = times["train step"]
+    out: dict[str, Any] = {"unit": {"name": "train step (Bilevel.inner_step)", "seconds": stats(unit)}}
+    for name, info in outer.items():
+        info["seconds"] = stats(times[name])
+        info["ratio"] = stats(ratios(times[name], unit))
+        if name == COMPILED and times[name] and info["error"] is None:
+            info["compile_seconds"] = info["first_call_seconds"] - statistics.median(times[name])
+    out["outer_steps"] = outer
+    out["primitives"] = {
+        name: {"seconds": stats(times[name]), "ratio": stats(ratios(times[name], unit))}
+        | ({"compile_seconds": compile_seconds[name]} if name in compile_seconds else {})
+        for name in primitive_names
+    }
+    out["sum_of_primitives"] = sum_of_primitives(times)
+    return out
+
+
+SUM_TERMS = {
+    "train step": INNER_STEPS,
+    "val grad (batch 512)": 1,
+    "linearize (create_graph grad)": 1,
+    "hvp: nestopt linearize(...).hvp": SOLVER_STEPS,
+    "mixed vjp: nestopt linearize(...).mixed_vjp": 1,
+    "outer Adam step": 1,
+}
+
+
+def sum_of_primitives(times: dict[str, list[float]]) -> dict[str, Any]:
+    repeats = min(len(times[name]) for name in [*SUM_TERMS, DEFAULT])
+    sums = [sum(count * times[name][r] for name, count in SUM_TERMS.items()) for r in range(repeats)]
+    return {
+        "terms": SUM_TERMS,
+        "seconds": stats(sums),
+        "ratio_to_train_step": stats(ratios(sums, times["train step"])),
+        "outer_over_sum": stats(ratios(times[DEFAULT], sums)),
+    }
+
+
+def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    outer = summary["outer_steps"]
+
+    def ratio(name: str) -> float | None:
+        return outer[name]["ratio"]["median"]
+
+    neumann = {n: ratio(n) for n in (DEFAULT, COMPILED) if ratio(n) is not None}
+    best = min(neumann, key=neumann.get) if neumann else DEFAULT
+    rows = [
+        ("outer step / sum of primitives (eager)", summary["sum_of_primitives"]["outer_over_sum"]["median"], "<=", MAX_OVERHEAD),
+        (f"outer / train step, default ({DEFAULT})", ratio(DEFAULT), "<=", MAX_RATIO),
+        (f"outer / train step, best neumann ({best})", ratio(best), "<=", MAX_RATIO),
+    ]
+    for name in (DEFAULT, COMPILED):
+        rows.append((f"cosine vs reference ({name})", outer[name].get("cosine_vs_reference"), ">=", MIN_COSINE))
+    result = []
+    for label, value, op, bound in rows:
+        ok = value is not None and (value <= bound if op == "<=" else value >= bound)
+        result.append({"target": label, "value": value, "bound": f"{op} {bound}", "pass": ok})
+    return result
+
+
+def fmt_ms(s: dict[str, Any]) -> str:
+    if s["median"] is None:
+        return "-"
+    return f"{1e3 * s['median']:.2f} [{1e3 * s['min']:.2f}, {1e3 * s['max']:.2f}]"
+
+
+def fmt_ratio(s: dict[str, Any]) -> str:
+    if s["median"] is None:
+        return "-"
+    return f"{s['median']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
+
+
+def fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_report(console: Console, result: dict[str, Any]) -> None:
+    m, s = result["machine"], result["summary"]
+    console.print(
+        f"\ntorch {m['torch']}, {m['torch_threads']} threads, {m['cpu']} ({m['cpu_count']} CPUs), "
+        f"load at start {m['loadavg_at_start']}; {result['settings']['repeats']} repeats, median [min, max]"
+    )
+    console.print(f"unit: one train step = {fmt_ms(s['unit']['seconds'])} ms\n")
+    console.print(outer_table(s["outer_steps"], result["memory"]))
+    console.print(primitives_table(s["primitives"], s["sum_of_primitives"]))
+    console.print(targets_table(result["targets"]))
+
+
+def outer_table(outer: dict[str, dict], memory: dict[str, dict]) -> Table:
+    table = Table(title="Outer step (5 SGD steps + hypergradient + Adam step)")
+    for col in ("configuration", "ms", "x train step", "first call s", "cos vs ref", "peak MiB", "steady MiB"):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    for name in [*outer, "train"]:
+        info, mem = outer.get(name, {}), memory.get(name, {})
+        table.add_row(
+            LABELS[name] + (f"\n  [red]{info['error'][:90]}[/red]" if info.get("error") else ""),
+            fmt_ms(info["seconds"]) if info else "-",
+            fmt_ratio(info["ratio"]) if info else "-",
+            fmt(info.get("first_call_seconds"), ".2f"),
+            fmt(info.get("cosine_vs_reference"), ".6f"),
+            fmt(mem.get("peak_above_setup_mib"), ".1f"),
+            fmt(mem.get("steady_peak_above_mib"), ".1f"),
+        )
+    return table
+
+
+def primitives_table(primitives: dict[str, dict], total: dict[str, Any]) -> Table:
+    table = Table(title="Primitives alone (fixed weights and batches)")
+    for col in ("primitive", "ms", "x train step", "compile s"):
+        table.add_column(col, justify="left" if col == "primitive" else "right")
+    for name, info in primitives.items():
+        table.add_row(name, fmt_ms(info["seconds"]), fmt_ratio(info["ratio"]), fmt(info.get("compile_seconds"), ".1f"))
+    terms = " + ".join(f"{n}x {k.split(' (')[0]}" if n > 1 else k.split(" (")[0] for k, n in total["terms"].items())
+    table.add_section()
+    table.add_row(f"sum: {terms}", fmt_ms(total["seconds"]), fmt_ratio(total["ratio_to_train_step"]), "")
+    table.add_row("eager outer step / sum", "", fmt_ratio(total["outer_over_sum"]), "")
+    return table
+
+
+def targets_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Targets")
+    for col in ("target", "value", "bound", "status"):
+        table.add_column(col)
+    for row in rows:
+        status = "[green]PASS[/green]" if row["pass"] else "[red]FAIL[/red]"
+        table.add_row(row["target"], fmt(row["value"], ".4f"), row["bound"], status)
+    return table
+
+
+# --------------------------------------------------------------------------- main
+def run_benchmark(settings: Settings, console: Console) -> dict[str, Any]:
+    machine = machine_info()
+    console.log("building data and model")
+    base = build_base()
+    n_weights = sum(p.numel() for p in base.model.parameters())
+    n_hparams = sum(p.numel() for p in base.hparams.parameters())
+
+    outer, outer_info = outer_measurements(base, console)
+    primitives, compile_seconds = primitive_measurements(base, settings, console)
+    unit_runner = NestoptRunner(base, IFT())
+    unit = Measurement("train step", lambda: unit_runner.trainer.inner_step(next(unit_runner.train)))
+    console.log("warm-up and calibration")
+    for m in [unit, *outer, *primitives]:
+        if m.error is None:
+            calibrate(m, settings)
+    console.log(f"timing: {settings.repeats} interleaved repeats")
+    times = run_interleaved([*outer, *primitives], unit, settings.repeats)
+    for m in outer:
+        outer_info[m.name]["error"] = m.error
+        outer_info[m.name]["calls_per_block"] = m.calls
+    summary = summarise(times, outer_info, [m.name for m in primitives], compile_seconds)
+    memory = memory_in_subprocesses([*CONFIGS, "train"], settings.memory_steps, console)
+    result = {
+        "machine": machine | {"loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "settings": asdict(settings),
+        "problem": {
+            "model": "MLP 40-300-300-10 ReLU",
+            "weights": n_weights,
+            "hyperparameters": n_hparams,
+            "train_batch": TRAIN_BATCH,
+            "val_batch": VAL_BATCH,
+            "inner_steps": INNER_STEPS,
+            "solver_steps": SOLVER_STEPS,
+            "inner_lr": INNER_LR,
+            "outer_lr": OUTER_LR,
+            "cg_damping": CG_DAMPING,
+            "seed": SEED,
+        },
+        "summary": summary,
+        "memory": memory,
+    }
+    result["targets"] = targets(summary)
+    return result
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats; no compiled HVP candidates")
+    parser.add_argument("--repeats", type=int, help="override the number of interleaved repeats")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON output (default {RESULTS})")
+    parser.add_argument("--memory-of", choices=[*CONFIGS, "train"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-steps", type=int, default=FULL.memory_steps, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.memory_of:  # child process of the memory measurement: one JSON line on stdout
+        print(json.dumps(measure_memory(args.memory_of, args.memory_steps)))
+        return
+    settings = QUICK if args.quick else FULL
+    if args.repeats:
+        settings = Settings(**{**asdict(settings), "repeats": args.repeats})
+    console = Console()
+    start = time.perf_counter()
+    result = run_benchmark(settings, console)
+    result["total_seconds"] = time.perf_counter() - start
+    print_report(console, result)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2))
+    console.print(f"\nwrote {args.output} ({result['total_seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
