@@ -66,8 +66,16 @@ def ridge(features: int = 50, n_train: int = 200, n_val: int = 100, seed: int = 
     lo, hi = _eig_bounds(x.T @ x / n_train + torch.diag(lam.exp()))
     lr = 1.0 / hi
     return Problem(
-        "ridge", train_loss, val_loss, {"w": optimum(lam).detach()}, {"log_l2": lam},
-        (x, y), (xv, yv), {"log_l2": ref}, lr, max(abs(1 - lr * lo), abs(1 - lr * hi)),
+        "ridge",
+        train_loss,
+        val_loss,
+        {"w": optimum(lam).detach()},
+        {"log_l2": lam},
+        (x, y),
+        (xv, yv),
+        {"log_l2": ref},
+        lr,
+        max(abs(1 - lr * lo), abs(1 - lr * hi)),
     )
 
 
@@ -120,8 +128,16 @@ def logistic(features: int = 8, n_train: int = 120, n_val: int = 80, seed: int =
     lo, hi = _eig_bounds(hess)
     lr = 1.0 / hi
     return Problem(
-        "logistic", train_loss, val_loss, unpack(theta.detach().clone()), hp, (x, y), (xv, yv),
-        ref, lr, max(abs(1 - lr * lo), abs(1 - lr * hi)),
+        "logistic",
+        train_loss,
+        val_loss,
+        unpack(theta.detach().clone()),
+        hp,
+        (x, y),
+        (xv, yv),
+        ref,
+        lr,
+        max(abs(1 - lr * lo), abs(1 - lr * hi)),
     )
 
 
@@ -141,8 +157,14 @@ class Method:
 def _implicit(solver):
     def compute(p: Problem, backend=None) -> dict:
         return nest.implicit(
-            p.train_loss, p.val_loss, p.params, p.hparams, p.train_batch, p.val_batch,
-            solver=solver(p), backend=backend,
+            p.train_loss,
+            p.val_loss,
+            p.params,
+            p.hparams,
+            p.train_batch,
+            p.val_batch,
+            solver=solver(p),
+            backend=backend,
         ).grads
 
     return compute

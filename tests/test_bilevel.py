@@ -32,7 +32,9 @@ def dataset(n=256, features=6, seed=0):
 
 def streams(seed=0):
     x, y = dataset(seed=seed)
-    return BatchStream(x[:128], y[:128], batch_size=32, seed=seed), BatchStream(x[128:], y[128:], batch_size=64, seed=seed + 1)
+    return BatchStream(x[:128], y[:128], batch_size=32, seed=seed), BatchStream(
+        x[128:], y[128:], batch_size=64, seed=seed + 1
+    )
 
 
 def bn_dropout_model():
@@ -58,7 +60,15 @@ def make_trainer(model=None, family="decay", strategy=None, start="warm", inner_
 
 
 @pytest.mark.parametrize("family", ["decay", "examples"])
-@pytest.mark.parametrize("strategy", [IFT(nest.neumann(5, 0.05)), IFT(nest.cg(5, damping=1.0), mixed_batches=1), Unrolled(), Unrolled(window=2)])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        IFT(nest.neumann(5, 0.05)),
+        IFT(nest.cg(5, damping=1.0), mixed_batches=1),
+        Unrolled(),
+        Unrolled(window=2),
+    ],
+)
 def test_model_with_batchnorm_and_dropout_gets_finite_hypergradients(family, strategy):
     trainer = make_trainer(family=family, strategy=strategy)
     train, val = streams()
@@ -75,7 +85,14 @@ def test_batchnorm_statistics_move_only_in_inner_training_steps():
     trainer.inner_step(next(train))
     running = trainer.model[1].running_mean.clone()
     tracked = int(trainer.model[1].num_batches_tracked)
-    nest.implicit(trainer.inner_loss_fn, trainer.val_loss_fn, trainer.params(), trainer.hparams.tree(), next(train), next(val))
+    nest.implicit(
+        trainer.inner_loss_fn,
+        trainer.val_loss_fn,
+        trainer.params(),
+        trainer.hparams.tree(),
+        next(train),
+        next(val),
+    )
     assert torch.equal(trainer.model[1].running_mean, running)
     assert int(trainer.model[1].num_batches_tracked) == tracked
     trainer.outer_step(train, val)
@@ -100,25 +117,37 @@ def test_trainer_hypergradient_equals_the_functional_one():
     hparams = WeightDecay(model, init=1e-2).double()
     solver = nest.cg(20, tol=1e-12, damping=1.0)
     trainer = Bilevel(
-        model, hparams, inner_optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        outer_optimizer=torch.optim.SGD(hparams.parameters(), lr=1.0), train_loss=ce_per_example,
-        val_loss=ce, hypergradient=IFT(solver), inner_steps=1,
+        model,
+        hparams,
+        inner_optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        outer_optimizer=torch.optim.SGD(hparams.parameters(), lr=1.0),
+        train_loss=ce_per_example,
+        val_loss=ce,
+        hypergradient=IFT(solver),
+        inner_steps=1,
     )
     x, y = dataset()
     x = x.double()
     train, val = BatchStream(x[:128], y[:128], batch_size=32), BatchStream(x[128:], y[128:], batch_size=64)
     raw_before = {k: v.clone() for k, v in hparams.tree().items()}
     trainer.outer_step(train, val)
-    hvp_batch, val_batch = BatchStream(x[:128], y[:128], batch_size=32).take(2)[1], BatchStream(x[128:], y[128:], batch_size=64).take(1)[0]
+    hvp_batch, val_batch = (
+        BatchStream(x[:128], y[:128], batch_size=32).take(2)[1],
+        BatchStream(x[128:], y[128:], batch_size=64).take(1)[0],
+    )
 
     def train_loss(p, h, b):
         logits = torch.func.functional_call(model, p, (b[0],))
-        return F.cross_entropy(logits, b[1]) + 0.5 * sum((h[f"raw.{k.replace('.', '__')}"].exp() * p[k] ** 2).sum() for k in p)
+        return F.cross_entropy(logits, b[1]) + 0.5 * sum(
+            (h[f"raw.{k.replace('.', '__')}"].exp() * p[k] ** 2).sum() for k in p
+        )
 
     def val_loss(p, h, b):
         return F.cross_entropy(torch.func.functional_call(model, p, (b[0],)), b[1])
 
-    expected = nest.implicit(train_loss, val_loss, trainer.params(), raw_before, hvp_batch, val_batch, solver=solver).grads
+    expected = nest.implicit(
+        train_loss, val_loss, trainer.params(), raw_before, hvp_batch, val_batch, solver=solver
+    ).grads
     step = {k: raw_before[k] - hparams.tree()[k] for k in raw_before}  # plain SGD, lr 1: step = grad
     assert all(torch.allclose(step[k], expected[k], rtol=1e-9, atol=1e-14) for k in step)
 
@@ -167,7 +196,9 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, start,
 def test_divergence_stops_with_the_step_and_the_quantity():
     trainer = make_trainer(model=nn.Sequential(nn.Linear(6, 2)), inner_lr=1e6)
     train, val = streams()
-    with pytest.raises(DivergenceError, match=r"inner (loss|gradient) \(inner step \d\) is NaN or infinite at outer step \d+"):
+    with pytest.raises(
+        DivergenceError, match=r"inner (loss|gradient) \(inner step \d\) is NaN or infinite at outer step \d+"
+    ):
         trainer.fit(train, val, outer_steps=50)
 
 
@@ -193,10 +224,15 @@ def test_bad_trainer_input_raises_one_line_errors():
     ok = dict(
         inner_optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
         outer_optimizer=torch.optim.Adam(decay.parameters()),
-        train_loss=ce_per_example, val_loss=ce,
+        train_loss=ce_per_example,
+        val_loss=ce,
     )
-    with pytest.raises(ValueError, match=r"inner_optimizer holds a tensor that is not in model.parameters\(\)"):
-        Bilevel(model, decay, **{**ok, "inner_optimizer": torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)})
+    with pytest.raises(
+        ValueError, match=r"inner_optimizer holds a tensor that is not in model.parameters\(\)"
+    ):
+        Bilevel(
+            model, decay, **{**ok, "inner_optimizer": torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)}
+        )
     with pytest.raises(ValueError, match="outer_optimizer holds a tensor that is not in hparams"):
         Bilevel(model, decay, **{**ok, "outer_optimizer": torch.optim.Adam(model.parameters())})
     with pytest.raises(ValueError, match="start='lukewarm'"):

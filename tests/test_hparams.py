@@ -12,13 +12,17 @@ from nestopt.hparams import CONSTRAINTS, ExampleWeights, WeightDecay, constraint
 @given(value=st.floats(1e-6, 1e3), name=st.sampled_from(["exp", "softplus"]))
 def test_positive_constraints_invert_their_initial_value(value, name):
     c = CONSTRAINTS[name]
-    assert float(c.forward(torch.tensor(c.inverse(value), dtype=torch.float64))) == pytest.approx(value, rel=1e-9)
+    assert float(c.forward(torch.tensor(c.inverse(value), dtype=torch.float64))) == pytest.approx(
+        value, rel=1e-9
+    )
 
 
 @given(value=st.floats(1e-4, 1 - 1e-4))
 def test_sigmoid_constraint_inverts_fractions(value):
     c = constraint("sigmoid")
-    assert float(c.forward(torch.tensor(c.inverse(value), dtype=torch.float64))) == pytest.approx(value, rel=1e-9)
+    assert float(c.forward(torch.tensor(c.inverse(value), dtype=torch.float64))) == pytest.approx(
+        value, rel=1e-9
+    )
 
 
 @pytest.mark.parametrize(("per", "count"), [("weight", 3 * 4 + 4 + 4 * 2 + 2), ("layer", 4), ("global", 1)])

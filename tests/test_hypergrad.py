@@ -3,13 +3,13 @@ finite differences on small networks, and one-line errors for bad input."""
 
 import pytest
 import torch
-from problems import relative_error, ridge
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
 import nestopt as nest
 from nestopt.hparams import ExampleWeights, WeightDecay
+from problems import relative_error, ridge
 
 F64 = torch.float64
 
@@ -24,11 +24,21 @@ def test_neumann_with_i_terms_equals_unrolling_i_sgd_steps_from_the_optimum(quad
     """Lorraine, Vicol & Duvenaud (2020), Theorem 1, on a quadratic inner problem."""
     p = quadratic
     neumann = nest.implicit(
-        p.train_loss, p.val_loss, p.params, p.hparams, p.train_batch, p.val_batch,
+        p.train_loss,
+        p.val_loss,
+        p.params,
+        p.hparams,
+        p.train_batch,
+        p.val_batch,
         solver=nest.neumann(steps=i, alpha=p.lr),
     ).grads
     unrolled = nest.unrolled(
-        p.train_loss, p.val_loss, p.params, p.hparams, [p.train_batch] * i, p.val_batch,
+        p.train_loss,
+        p.val_loss,
+        p.params,
+        p.hparams,
+        [p.train_batch] * i,
+        p.val_batch,
         rule=nest.sgd(p.lr),
     ).grads
     assert relative_error(neumann, unrolled) <= 1e-10
@@ -40,7 +50,12 @@ def test_unrolling_from_scratch_converges_to_the_exact_hypergradient(quadratic):
     errors = []
     for steps in (20, 80, 320):
         grads = nest.unrolled(
-            p.train_loss, p.val_loss, zero, p.hparams, [p.train_batch] * steps, p.val_batch,
+            p.train_loss,
+            p.val_loss,
+            zero,
+            p.hparams,
+            [p.train_batch] * steps,
+            p.val_batch,
             rule=nest.sgd(p.lr),
         ).grads
         errors.append(relative_error(grads, p.reference))
@@ -201,8 +216,13 @@ def test_hyperparameter_not_reaching_the_losses_is_named():
         nest.implicit(train_loss, val_loss, params, hparams, None, None)
     with pytest.raises(ValueError, match="no hyperparameter reaches val_loss"):
         nest.unrolled(
-            lambda p, h, b: ((p["w"] - 1) ** 2).sum(), val_loss, params, {"unused": torch.tensor(1.0)},
-            [None], None, rule=nest.sgd(0.1),
+            lambda p, h, b: ((p["w"] - 1) ** 2).sum(),
+            val_loss,
+            params,
+            {"unused": torch.tensor(1.0)},
+            [None],
+            None,
+            rule=nest.sgd(0.1),
         )
 
 
@@ -215,7 +235,11 @@ def test_non_scalar_loss_is_refused():
 @pytest.mark.parametrize(
     ("params", "hparams", "message"),
     [
-        ({"w": torch.ones(3, dtype=torch.long)}, {"a": torch.tensor(0.1)}, r"params\['w'\] has integer dtype.*\.float\(\)"),
+        (
+            {"w": torch.ones(3, dtype=torch.long)},
+            {"a": torch.tensor(0.1)},
+            r"params\['w'\] has integer dtype.*\.float\(\)",
+        ),
         ({"w": torch.ones(3)}, {"a": torch.tensor(1)}, r"hparams\['a'\] has integer dtype"),
         ({"w": torch.ones(3)}, {"a": torch.tensor(0.1, dtype=F64)}, r"dtype mismatch.*one dtype"),
         ({"w": torch.ones(3, device="meta")}, {"a": torch.tensor(0.1)}, r"device mismatch.*\.to\(device\)"),

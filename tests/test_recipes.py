@@ -12,9 +12,25 @@ from nestopt import bilevel
 from nestopt.cli import main
 from nestopt.recipes import RECIPES, weight_decay
 
-TINY = dict(outer_steps=6, hidden=16, n_train=120, n_val=100, grid=(1e-3, 1e-2), eval_every=2, checkpoint_every=2)
-TINY_ARGS = ["--outer-steps", "6", "--hidden", "16", "--n-train", "120", "--n-val", "100",
-             "--grid", "1e-3,1e-2", "--eval-every", "2", "--checkpoint-every", "2"]
+TINY = dict(
+    outer_steps=6, hidden=16, n_train=120, n_val=100, grid=(1e-3, 1e-2), eval_every=2, checkpoint_every=2
+)
+TINY_ARGS = [
+    "--outer-steps",
+    "6",
+    "--hidden",
+    "16",
+    "--n-train",
+    "120",
+    "--n-val",
+    "100",
+    "--grid",
+    "1e-3,1e-2",
+    "--eval-every",
+    "2",
+    "--checkpoint-every",
+    "2",
+]
 
 
 def test_list_shows_every_recipe_with_one_line():
@@ -34,7 +50,9 @@ def test_run_help_shows_every_config_field():
 
 def test_run_writes_the_run_folder(tmp_path):
     out = tmp_path / "wd"
-    result = CliRunner().invoke(main, ["run", "weight-decay", *TINY_ARGS, "--out", str(out)], terminal_width=200)
+    result = CliRunner().invoke(
+        main, ["run", "weight-decay", *TINY_ARGS, "--out", str(out)], terminal_width=200
+    )
     assert result.exit_code == 0, result.output
     assert "per-weight decay (IFT)" in result.output
     config = json.loads((out / "config.json").read_text())
@@ -84,5 +102,7 @@ def test_interrupted_recipe_resumes_to_the_same_result(tmp_path, monkeypatch):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "nestopt.cli", "list"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "nestopt.cli", "list"], capture_output=True, text=True, check=True
+    )
     assert "weight-decay" in result.stdout

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from problems import METHODS, PROBLEMS, relative_error
 
 import nestopt as nest
+from problems import METHODS, PROBLEMS, relative_error
 
 PAIRS = [(m, p) for m in METHODS for p in PROBLEMS]
 IDS = [f"{m.name}-{p}" for m, p in PAIRS]
@@ -22,9 +22,11 @@ def test_method_matches_exact_hypergradient(method, problem, problems):
     assert error <= method.tolerance(p), f"{method.name} on {problem}: relative error {error:.2e}"
 
 
-@pytest.mark.parametrize(("method", "problem"), [pair for pair in PAIRS if pair[0].implicit], ids=[
-    i for i, pair in zip(IDS, PAIRS, strict=True) if pair[0].implicit
-])
+@pytest.mark.parametrize(
+    ("method", "problem"),
+    [pair for pair in PAIRS if pair[0].implicit],
+    ids=[i for i, pair in zip(IDS, PAIRS, strict=True) if pair[0].implicit],
+)
 def test_func_backend_equals_autograd_backend(method, problem, problems):
     p = problems[problem]
     a, f = method.compute(p, backend="autograd"), method.compute(p, backend="func")

@@ -18,7 +18,9 @@ def test_flatten_unflatten_round_trip_and_dot(shapes):
 
 def test_check_like_names_the_mismatch():
     like = {"w": torch.ones(2, 3)}
-    with pytest.raises(ValueError, match=r"shape mismatch: v\['w'\] is \(3, 2\) but params\['w'\] is \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"shape mismatch: v\['w'\] is \(3, 2\) but params\['w'\] is \(2, 3\)"
+    ):
         check_like({"w": torch.ones(3, 2)}, like, "v", "params")
     with pytest.raises(ValueError, match=r"missing keys \['w'\], extra keys \['b'\]"):
         check_like({"b": torch.ones(2, 3)}, like, "v", "params")

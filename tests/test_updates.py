@@ -46,7 +46,9 @@ def test_sgd_rule_matches_torch_optim_sgd(lr, momentum, dampening, nesterov, wei
     if nesterov and (momentum == 0 or dampening != 0):
         return  # torch refuses this combination
     model, grads = model_and_grads(0)
-    settings = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
+    settings = dict(
+        lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay
+    )
     expected = run_torch(model, torch.optim.SGD(model.parameters(), **settings), grads)
     model, _ = model_and_grads(0)
     got = run_rule(model, nest.sgd(**settings), grads)
@@ -90,7 +92,9 @@ def test_rule_from_optimizer_continues_a_started_optimizer(make):
 
 def test_unsupported_optimizer_names_the_alternatives():
     model, _ = model_and_grads(0)
-    with pytest.raises(TypeError, match=r"supports torch.optim.SGD and torch.optim.Adam, got RMSprop: use IFT"):
+    with pytest.raises(
+        TypeError, match=r"supports torch.optim.SGD and torch.optim.Adam, got RMSprop: use IFT"
+    ):
         rule_from_optimizer(torch.optim.RMSprop(model.parameters()), model)
 
 

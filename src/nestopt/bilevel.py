@@ -77,9 +77,14 @@ class IFT:
         checks: list[tuple[str, Tensor]] = []
         for i in range(trainer.inner_steps):
             loss, grad_norm = trainer.inner_step(next(train))
-            checks += [(f"inner loss (inner step {i})", loss), (f"inner gradient (inner step {i})", grad_norm)]
+            checks += [
+                (f"inner loss (inner step {i})", loss),
+                (f"inner gradient (inner step {i})", grad_norm),
+            ]
         hvp_batch = concat_batches([next(train) for _ in range(self.hvp_batches)])
-        mixed = concat_batches([next(train) for _ in range(self.mixed_batches)]) if self.mixed_batches else None
+        mixed = (
+            concat_batches([next(train) for _ in range(self.mixed_batches)]) if self.mixed_batches else None
+        )
         val_batch = concat_batches([next(val) for _ in range(self.val_batches)])
         fn = trainer.cached("ift", self._build)
         hg = fn(trainer.params(), trainer.hparams.tree(), hvp_batch, val_batch, mixed_batch=mixed)
@@ -191,7 +196,9 @@ class Bilevel:
     def buffers(self) -> Tree:
         return dict(self.model.named_buffers())
 
-    def inner_loss_fn(self, params: Tree, hparams: Tree, batch: Any, *, update_buffers: bool = False) -> Tensor:
+    def inner_loss_fn(
+        self, params: Tree, hparams: Tree, batch: Any, *, update_buffers: bool = False
+    ) -> Tensor:
         """The inner objective as a pure function of ``(params, hparams, batch)``."""
         buffers = self.buffers()
         if not update_buffers:

@@ -82,9 +82,12 @@ def _command(recipe: Recipe) -> click.Command:
     fields = dataclasses.fields(recipe.config)
     params: list[click.Parameter] = [_option(f, hints[f.name]) for f in fields]
     params += [
-        click.Option(["--out"], type=click.Path(path_type=Path), help="run folder [default: runs/NAME-TIMESTAMP]"),
         click.Option(
-            ["--resume"], type=click.Path(path_type=Path, exists=True, file_okay=False),
+            ["--out"], type=click.Path(path_type=Path), help="run folder [default: runs/NAME-TIMESTAMP]"
+        ),
+        click.Option(
+            ["--resume"],
+            type=click.Path(path_type=Path, exists=True, file_okay=False),
             help="continue the run in this folder (its config.json; options given here override it)",
         ),
     ]
@@ -105,7 +108,9 @@ def _command(recipe: Recipe) -> click.Command:
             with _RichProgress() as progress:
                 result = recipe.run(config, out, progress)
         except DivergenceError as error:
-            raise click.ClickException(f"{error}; continue with: nestopt run {recipe.name} --resume {out}") from error
+            raise click.ClickException(
+                f"{error}; continue with: nestopt run {recipe.name} --resume {out}"
+            ) from error
         _print_result(result)
 
     return click.Command(recipe.name, params=params, callback=callback, help=recipe.module.__doc__)
@@ -117,8 +122,13 @@ class _RichProgress:
 
     def __enter__(self) -> _RichProgress:
         self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"), console=console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=False,
         )
         self._bar.__enter__()
         self._task = None
@@ -136,8 +146,12 @@ class _RichProgress:
 
 
 _COLUMNS = [  # (title, metrics key, format); metrics.json holds everything else
-    ("hparams", "n_hparams", "{:,}"), ("train loss", "train_loss", "{:.3f}"), ("val loss", "val_loss", "{:.3f}"),
-    ("test loss", "test_loss", "{:.3f}"), ("test acc", "test_accuracy", "{:.1%}"), ("s", "seconds", "{:.1f}"),
+    ("hparams", "n_hparams", "{:,}"),
+    ("train loss", "train_loss", "{:.3f}"),
+    ("val loss", "val_loss", "{:.3f}"),
+    ("test loss", "test_loss", "{:.3f}"),
+    ("test acc", "test_accuracy", "{:.1%}"),
+    ("s", "seconds", "{:.1f}"),
 ]
 
 

@@ -77,7 +77,7 @@ class BatchStream:
         n = len(tensors[0])
         if any(len(t) != n for t in tensors):
             raise ValueError(f"BatchStream tensors differ in length: {[len(t) for t in tensors]}")
-        if not 1 <= batch_size:
+        if not batch_size >= 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.tensors, self.n = tensors, n
         self.batch_size, self.seed, self.shuffle = min(batch_size, n), seed, shuffle

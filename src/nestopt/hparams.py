@@ -98,11 +98,15 @@ class WeightDecay(HyperParameters):
         self.names = [k for k, _ in named]
         like = named[0][1]
         if per == "global":
-            self.raw = nn.ParameterDict({"all": nn.Parameter(torch.full((), raw, dtype=like.dtype, device=like.device))})
+            self.raw = nn.ParameterDict(
+                {"all": nn.Parameter(torch.full((), raw, dtype=like.dtype, device=like.device))}
+            )
         else:
             self.raw = nn.ParameterDict(
                 {
-                    _key(k): nn.Parameter(torch.full(p.shape if per == "weight" else (), raw, dtype=p.dtype, device=p.device))
+                    _key(k): nn.Parameter(
+                        torch.full(p.shape if per == "weight" else (), raw, dtype=p.dtype, device=p.device)
+                    )
                     for k, p in named
                 }
             )

@@ -125,7 +125,10 @@ def unrolled(
             loss = train_loss(w, h if differentiate else h_const, batch)
             losses.append(loss.detach())
             grads = torch.autograd.grad(loss, list(w.values()), create_graph=differentiate, allow_unused=True)
-            grads = {name: torch.zeros_like(v) if g is None else g for (name, v), g in zip(w.items(), grads, strict=True)}
+            grads = {
+                name: torch.zeros_like(v) if g is None else g
+                for (name, v), g in zip(w.items(), grads, strict=True)
+            }
             if differentiate:
                 w, state = rule.update(grads, state, w)
             else:

@@ -150,7 +150,4 @@ def _leaves(tree: Tree) -> Tree:
 
 
 def _fill(like: Tree, grads: list[Tensor | None] | tuple[Tensor | None, ...]) -> Tree:
-    return {
-        k: torch.zeros_like(v) if g is None else g
-        for (k, v), g in zip(like.items(), grads, strict=True)
-    }
+    return {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(like.items(), grads, strict=True)}

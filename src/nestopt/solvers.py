@@ -75,7 +75,7 @@ def _scalar(value: float, like: Tree) -> Tensor:
 
 
 @dataclass(frozen=True)
-class neumann:  # noqa: N801 - a solver value reads like a function call: neumann(steps=10)
+class neumann:
     r"""Truncated Neumann series: :math:`x = \alpha \sum_{j=0}^{steps-1} (I - \alpha A)^j b`.
 
     Converges to :math:`A^{-1} b` when all eigenvalues of ``alpha * A`` lie in (0, 2); the
@@ -110,7 +110,7 @@ class neumann:  # noqa: N801 - a solver value reads like a function call: neuman
 
 
 @dataclass(frozen=True)
-class cg:  # noqa: N801
+class cg:
     r"""Conjugate gradients for symmetric positive-definite ``A`` (Hestenes & Stiefel, 1952).
 
     Runs at most ``steps`` operator products from ``x0 = 0`` and stops once
@@ -161,7 +161,7 @@ class cg:  # noqa: N801
 
 
 @dataclass(frozen=True)
-class identity:  # noqa: N801
+class identity:
     r"""The cheapest approximation :math:`A^{-1} \approx \text{scale} \cdot I` (no operator product).
 
     As a hypergradient this is the one-step "greedy" estimate (e.g. Luketina et al., 2016).
@@ -176,7 +176,7 @@ class identity:  # noqa: N801
 
 
 @dataclass(frozen=True)
-class exact:  # noqa: N801
+class exact:
     """Dense solve in float64: materialise ``A`` column by column (n products), then LU.
 
     For tests and small problems; refuses above ``max_size`` unknowns since it needs n products

@@ -33,7 +33,9 @@ SUMMARY = "per-weight L2 decay by IFT + Neumann on digits vs no decay and the be
 @dataclass
 class Config:
     seed: int = field(default=0, metadata={"help": "seed of the data split, initial weights and batches"})
-    n_train: int = field(default=300, metadata={"help": "training examples (the rest after validation is test)"})
+    n_train: int = field(
+        default=300, metadata={"help": "training examples (the rest after validation is test)"}
+    )
     n_val: int = field(default=400, metadata={"help": "validation examples"})
     hidden: int = field(default=128, metadata={"help": "width of the two hidden layers"})
     batch_size: int = field(default=64, metadata={"help": "training minibatch size"})
@@ -52,8 +54,18 @@ class Config:
     checkpoint_every: int = field(default=50, metadata={"help": "outer steps between checkpoints"})
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_val", "hidden", "batch_size", "val_batch_size", "inner_steps",
-                     "outer_steps", "neumann_steps", "eval_every", "checkpoint_every"):
+        for name in (
+            "n_train",
+            "n_val",
+            "hidden",
+            "batch_size",
+            "val_batch_size",
+            "inner_steps",
+            "outer_steps",
+            "neumann_steps",
+            "eval_every",
+            "checkpoint_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.grid or min(self.grid) <= 0:
@@ -109,10 +121,15 @@ def _train_stream(config: Config, data: Split) -> BatchStream:
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     model.eval()
     logits = model(x)
-    return {"loss": float(F.cross_entropy(logits, y)), "accuracy": float((logits.argmax(1) == y).double().mean())}
+    return {
+        "loss": float(F.cross_entropy(logits, y)),
+        "accuracy": float((logits.argmax(1) == y).double().mean()),
+    }
 
 
-def _summary(model: nn.Module, data: Split, n_hparams: int, seconds: float, extra: dict | None = None) -> dict:
+def _summary(
+    model: nn.Module, data: Split, n_hparams: int, seconds: float, extra: dict | None = None
+) -> dict:
     out = {}
     for split in ("train", "val", "test"):
         scores = _evaluate(model, *getattr(data, split))
@@ -135,11 +152,19 @@ def _best_of(config: Config, data: Split, decays: list[float], progress: Progres
             for _ in range(config.inner_steps):
                 train_step(model, family, optimizer, _train_loss, next(stream))
             if step % config.eval_every == 0 or step == config.outer_steps:
-                curve.append({"method": method, "decay": decay, "outer_step": step,
-                              "val_loss": _evaluate(model, *data.val)["loss"]})
+                curve.append(
+                    {
+                        "method": method,
+                        "decay": decay,
+                        "outer_step": step,
+                        "val_loss": _evaluate(model, *data.val)["loss"],
+                    }
+                )
             progress.advance()
         n_hparams = 1 if decay > 0 else 0
-        runs.append((_summary(model, data, n_hparams, time.perf_counter() - started, {"decay": decay}), curve))
+        runs.append(
+            (_summary(model, data, n_hparams, time.perf_counter() - started, {"decay": decay}), curve)
+        )
     metrics, curve = min(runs, key=lambda run: run[0]["val_loss"])
     if len(runs) > 1:
         metrics["grid_val_loss"] = {str(m["decay"]): m["val_loss"] for m, _ in runs}
@@ -176,18 +201,32 @@ def _per_weight(config: Config, data: Split, folder: RunFolder, progress: Progre
         trainer.load(checkpoint)
         progress.advance(trainer.step)
     history = trainer.fit(
-        _train_stream(config, data), val, config.outer_steps, checkpoint=checkpoint,
-        checkpoint_every=config.checkpoint_every, resume=resumed, callback=on_step,
+        _train_stream(config, data),
+        val,
+        config.outer_steps,
+        checkpoint=checkpoint,
+        checkpoint_every=config.checkpoint_every,
+        resume=resumed,
+        callback=on_step,
     )
     seconds = sum(r["seconds"] for r in history)
     curves = [
-        {"method": method, "outer_step": r["step"] + 1, "val_loss": r["full_val_loss"],
-         "minibatch_val_loss": r["val_loss"], "hypergrad_norm": r["hypergrad_norm"]}
-        for r in history if "full_val_loss" in r
+        {
+            "method": method,
+            "outer_step": r["step"] + 1,
+            "val_loss": r["full_val_loss"],
+            "minibatch_val_loss": r["val_loss"],
+            "hypergrad_norm": r["hypergrad_norm"],
+        }
+        for r in history
+        if "full_val_loss" in r
     ]
     decays = {k: v.detach().flatten() for k, v in decay.decays().items()}
-    return {"metrics": _summary(model, data, sum(p.numel() for p in decay.parameters()), seconds),
-            "curves": curves, "decays": decays}
+    return {
+        "metrics": _summary(model, data, sum(p.numel() for p in decay.parameters()), seconds),
+        "curves": curves,
+        "decays": decays,
+    }
 
 
 # ---------------------------------------------------------------------- plots
@@ -202,7 +241,9 @@ def _plot_curves(curves: list[dict]):
         rows = [c for c in curves if c["method"] == method]
         label = method + (f" ({rows[0]['decay']:g})" if rows[0].get("decay") else "")
         axis.plot([r["outer_step"] for r in rows], [r["val_loss"] for r in rows], label=label)
-    axis.set(xlabel="outer step (= inner steps / inner_steps)", ylabel="validation loss (full set)", yscale="log")
+    axis.set(
+        xlabel="outer step (= inner steps / inner_steps)", ylabel="validation loss (full set)", yscale="log"
+    )
     axis.set_title("Validation loss during training")
     axis.legend()
     axis.grid(alpha=0.3)
@@ -219,7 +260,9 @@ def _plot_decays(decays: dict[str, torch.Tensor], metrics: dict):
     best = metrics["best global decay"]["decay"]
     for axis, (name, values) in zip(axes, decays.items(), strict=True):
         axis.hist(torch.log10(values).numpy(), bins=40, color="tab:blue")
-        axis.axvline(torch.log10(torch.tensor(best)).item(), color="tab:red", linestyle="--", label="best global")
+        axis.axvline(
+            torch.log10(torch.tensor(best)).item(), color="tab:red", linestyle="--", label="best global"
+        )
         axis.set(title=name, xlabel="log10 decay")
     axes[0].set_ylabel("count")
     axes[0].legend(fontsize=8)
