@@ -85,6 +85,20 @@ def implicit(
     return Hypergradient(grads, value, solution)
 
 
+def check_problem(
+    train_loss: Loss, val_loss: Loss, params: Tree, hparams: Tree, train_batch: Any, val_batch: Any
+) -> None:
+    """Check, eagerly and once, what a traced :func:`implicit` cannot: trees well formed, losses
+    scalar, every hyperparameter reaching train_loss's gradient or val_loss. Costs about one
+    hypergradient with a single operator product; the random state is left untouched."""
+    _check_inputs(params, hparams)
+    with torch.random.fork_rng():
+        _, _, direct = value_and_grads(val_loss, params, hparams, val_batch, "autograd")
+        inner = linearize(train_loss, params, hparams, train_batch, "autograd")
+        mixed = inner.mixed_vjp(inner.grad)
+    _check_reached(hparams, direct, mixed)
+
+
 def unrolled(
     train_loss: Loss,
     val_loss: Loss,

@@ -49,8 +49,14 @@ def check_solution(solution: Solution, solver: object) -> None:
         raise IndefiniteOperatorError(
             f"{solver!r} met curvature pᵀ(H + δI)p/pᵀp = {curvature:.3g} <= 0: the Hessian is not "
             f"positive definite at these weights; use neumann(...) or more damping, e.g. "
-            f"cg(damping={damping + max(2 * -curvature, 1e-3):.2g})"
+            f"cg(damping={_round_up(2 * damping + 2 * -curvature + 1e-3)})"
         )
+
+
+def _round_up(x: float) -> float:
+    """``x`` rounded up to two significant digits (a suggestion that is never below ``x``)."""
+    scale = 10 ** (math.floor(math.log10(x)) - 1)
+    return round(math.ceil(x / scale) * scale, 12)
 
 
 def can_sync() -> bool:

@@ -242,7 +242,9 @@ def _plot_curves(curves: list[dict]):
         label = method + (f" ({rows[0]['decay']:g})" if rows[0].get("decay") else "")
         axis.plot([r["outer_step"] for r in rows], [r["val_loss"] for r in rows], label=label)
     axis.set(
-        xlabel="outer step (= inner steps / inner_steps)", ylabel="validation loss (full set)", yscale="log"
+        xlabel="outer step (baselines: SGD steps / inner_steps)",
+        ylabel="validation loss (full set)",
+        yscale="log",
     )
     axis.set_title("Validation loss during training")
     axis.legend()
@@ -256,9 +258,14 @@ def _plot_decays(decays: dict[str, torch.Tensor], metrics: dict):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(decays), figsize=(3.2 * len(decays), 3), sharey=False)
+    columns = min(3, len(decays))
+    rows = -(-len(decays) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.8 * rows), squeeze=False)
+    axes = axes.flatten()
+    for axis in axes[len(decays) :]:
+        axis.set_visible(False)
     best = metrics["best global decay"]["decay"]
-    for axis, (name, values) in zip(axes, decays.items(), strict=True):
+    for axis, (name, values) in zip(axes, decays.items(), strict=False):
         axis.hist(torch.log10(values).numpy(), bins=40, color="tab:blue")
         axis.axvline(
             torch.log10(torch.tensor(best)).item(), color="tab:red", linestyle="--", label="best global"
