@@ -70,10 +70,10 @@ def test_compiled_implicit_equals_eager(problems):
     assert relative_error(compiled, eager) <= 1e-12
 
 
-def test_implicit_composes_with_torch_func_vmap(problems):
+@pytest.mark.parametrize("solver", [nest.cg(steps=60, tol=0.0), nest.neumann(steps=30, alpha=0.3)])
+def test_implicit_composes_with_torch_func_vmap(problems, solver):
     """Hypergradients at several hyperparameter settings at once, batched by vmap."""
     p = problems["ridge"]
-    solver = nest.cg(steps=60, tol=0.0)
     settings = torch.stack([p.hparams["log_l2"] + shift for shift in (0.0, 0.5, -0.5)])
 
     def hypergradient(log_l2):

@@ -96,6 +96,7 @@ class WeightDecay(HyperParameters):
         if not named:
             raise ValueError("WeightDecay selected no parameter: check include=... and requires_grad")
         self.names = [k for k, _ in named]
+        self._hparam_key = {k: "raw.all" if per == "global" else f"raw.{_key(k)}" for k in self.names}
         like = named[0][1]
         if per == "global":
             self.raw = nn.ParameterDict(
@@ -117,7 +118,7 @@ class WeightDecay(HyperParameters):
         if self.per == "global":
             value = self.positive.forward(hparams["raw.all"])
             return {k: value for k in self.names}
-        return {k: self.positive.forward(hparams[f"raw.{_key(k)}"]) for k in self.names}
+        return {k: self.positive.forward(hparams[self._hparam_key[k]]) for k in self.names}
 
     def penalty(self, hparams: Tree, params: Tree) -> Tensor:
         decays = self.decays(hparams)

@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ._runtime import can_sync
 from .operators import Backend, Loss, default_backend, linearize, scalar_loss, value_and_grads
-from .solvers import Solution, Solver, can_sync, check_solution, neumann
+from .solvers import Solution, Solver, check_solution, neumann
 from .tree import Tree, check_same_dtype_device, check_tree
 from .updates import State, UpdateRule
 
@@ -78,11 +79,7 @@ def implicit(
     if can_sync():
         _check_reached(hparams, direct, mixed)
         check_solution(solution, solver)
-    grads = {}
-    for k, h in hparams.items():
-        g = direct[k] if k in direct else torch.zeros_like(h)
-        grads[k] = g - mixed[k] if k in mixed else g
-    return Hypergradient(grads, value, solution)
+    return Hypergradient(_combine(hparams, direct, mixed), value, solution)
 
 
 def check_problem(
@@ -176,6 +173,19 @@ def truncated(
     return unrolled(
         train_loss, val_loss, params, hparams, train_batches, val_batch, rule=rule, state=state, window=window
     )
+
+
+def _combine(hparams: Tree, direct: Tree, mixed: Tree) -> Tree:
+    """direct - mixed, where a missing key is an exact zero."""
+    out = {}
+    for k, h in hparams.items():
+        if k in direct and k in mixed:
+            out[k] = direct[k] - mixed[k]
+        elif k in mixed:
+            out[k] = -mixed[k]
+        else:
+            out[k] = direct[k] if k in direct else torch.zeros_like(h)
+    return out
 
 
 def _check_inputs(params: Tree, hparams: Tree) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from .solvers import can_sync
+from ._runtime import can_sync
 from .tree import Tree
 
 Loss = Callable[[Tree, Tree, Any], Tensor]

@@ -18,7 +18,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .tree import Tree, tree_add, tree_dot, tree_flatten, tree_scale, tree_size, tree_unflatten
+from ._runtime import can_sync
+from .tree import Tree, tree_add, tree_dot, tree_flatten, tree_norm, tree_scale, tree_size, tree_unflatten
 
 Matvec = Callable[[Tree], Tree]
 
@@ -57,16 +58,6 @@ def _round_up(x: float) -> float:
     """``x`` rounded up to two significant digits (a suggestion that is never below ``x``)."""
     scale = 10 ** (math.floor(math.log10(x)) - 1)
     return round(math.ceil(x / scale) * scale, 12)
-
-
-def can_sync() -> bool:
-    """True in plain eager mode, False while traced by torch.compile or a torch.func transform."""
-    if torch.compiler.is_compiling():
-        return False
-    try:
-        return torch._C._functorch.peek_interpreter_stack() is None
-    except AttributeError:  # pragma: no cover - older torch without the functorch stack query
-        return True
 
 
 def _damped(matvec: Matvec, damping: float) -> Matvec:
@@ -112,7 +103,7 @@ class neumann:
                 total = tree_add(total, v)
         x = tree_scale(total, self.alpha)
         nan = _scalar(math.nan, b)
-        return Solution(x, torch.tensor(self.steps), torch.sqrt(tree_dot(v, v)), nan)
+        return Solution(x, torch.tensor(self.steps), tree_norm(v), nan)
 
 
 @dataclass(frozen=True)

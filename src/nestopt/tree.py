@@ -11,12 +11,16 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from ._runtime import in_func_transform
+
 Tree = dict[str, Tensor]
 
 
 def tree_add(a: Mapping[str, Tensor], b: Mapping[str, Tensor], alpha: float | Tensor = 1.0) -> Tree:
-    """``a + alpha * b`` leaf by leaf."""
-    return {k: a[k] + alpha * b[k] for k in a}
+    """``a + alpha * b`` leaf by leaf (one fused kernel per leaf for a number ``alpha``)."""
+    if isinstance(alpha, Tensor):
+        return {k: a[k] + alpha * b[k] for k in a}
+    return {k: torch.add(a[k], b[k], alpha=alpha) for k in a}
 
 
 def tree_sub(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tree:
@@ -40,7 +44,9 @@ def tree_dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
 
 def tree_norm(a: Mapping[str, Tensor]) -> Tensor:
     """Euclidean norm of the whole tree as a 0-d tensor."""
-    return torch.sqrt(tree_dot(a, a))
+    if in_func_transform():  # _foreach_norm has no batching rule
+        return torch.sqrt(tree_dot(a, a).real)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(a.values()))))
 
 
 def tree_zeros_like(a: Mapping[str, Tensor]) -> Tree:
