@@ -111,7 +111,7 @@ def _command(recipe: Recipe) -> click.Command:
             raise click.ClickException(
                 f"{error}; continue with: nestopt run {recipe.name} --resume {out}"
             ) from error
-        _print_result(result)
+        _print_result(result, recipe)
 
     return click.Command(recipe.name, params=params, callback=callback, help=recipe.module.__doc__)
 
@@ -145,23 +145,25 @@ class _RichProgress:
         self._bar.update(self._task, advance=steps, info=info)
 
 
-_COLUMNS = [  # (title, metrics key, format); metrics.json holds everything else
-    ("hparams", "n_hparams", "{:,}"),
-    ("train loss", "train_loss", "{:.3f}"),
-    ("val loss", "val_loss", "{:.3f}"),
-    ("test loss", "test_loss", "{:.3f}"),
-    ("test acc", "test_accuracy", "{:.1%}"),
-    ("s", "seconds", "{:.1f}"),
-]
+def _columns(result: Result, recipe: Recipe) -> list[tuple[str, str, str]]:
+    """(title, metrics key, format): the recipe's ``TABLE`` if it has one, else every numeric
+    metric shared by all rows."""
+    table = getattr(recipe.module, "TABLE", None)
+    if table is not None:
+        return table
+    rows = list(result.metrics.values())
+    keys = [k for k in rows[0] if all(isinstance(r.get(k), int | float) for r in rows)] if rows else []
+    return [(k.replace("_", " "), k, "{:.4g}") for k in keys]
 
 
-def _print_result(result: Result) -> None:
+def _print_result(result: Result, recipe: Recipe) -> None:
+    columns = _columns(result, recipe)
     table = Table(title=f"{result.recipe}: results")
     table.add_column("method")
-    for title, _, _ in _COLUMNS:
+    for title, _, _ in columns:
         table.add_column(title, justify="right")
     for method, m in result.metrics.items():
-        table.add_row(method, *(fmt.format(m[key]) if key in m else "-" for _, key, fmt in _COLUMNS))
+        table.add_row(method, *(fmt.format(m[key]) if key in m else "-" for _, key, fmt in columns))
     console.print(table)
     console.print(f"run folder: {result.out}")
     for path in result.files:

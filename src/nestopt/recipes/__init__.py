@@ -1,5 +1,10 @@
 """Recipes: one module per experiment, each a ``Config`` dataclass and ``run(config, out, progress)``.
 
+A recipe module defines ``NAME`` (the command), ``SUMMARY`` (one line for ``nestopt list``),
+``Config`` (every field a command-line option; ``metadata={"help": ...}``), ``run(config, out,
+progress=None) -> Result`` and optionally ``TABLE`` (the columns the command line prints).
+Register it in ``RECIPES`` below.
+
 Recipes use only the public library and return their results as data (and write them into a
 run folder); the command line lists, configures and runs them.
 """

@@ -27,6 +27,14 @@ from .runfolder import NoProgress, Progress, Result, RunFolder
 
 NAME = "weight-decay"
 PER_WEIGHT = "per-weight decay (IFT)"
+TABLE = [  # (title, metrics key, format) of the command line's table; metrics.json holds the rest
+    ("hparams", "n_hparams", "{:,}"),
+    ("train loss", "train_loss", "{:.3f}"),
+    ("val loss", "val_loss", "{:.3f}"),
+    ("test loss", "test_loss", "{:.3f}"),
+    ("test acc", "test_accuracy", "{:.1%}"),
+    ("s", "seconds", "{:.1f}"),
+]
 SUMMARY = "per-weight L2 decay by IFT + Neumann on digits vs no decay and the best global decay"
 
 
