@@ -257,3 +257,25 @@ def test_unrolled_window_must_fit_the_steps():
     train_loss, val_loss, params, hparams = simple_problem()
     with pytest.raises(ValueError, match="window=5 must be between 1 and the number of steps"):
         nest.unrolled(train_loss, val_loss, params, hparams, [None] * 3, None, rule=nest.sgd(0.1), window=5)
+
+
+def test_neumann_hypergradient_error_falls_like_rho_to_the_steps(quadratic):
+    """Error of the hypergradient = Mᵀ (I - αH)^n H⁻¹ ∂L_V/∂w: it falls geometrically with the
+    contraction factor rho = max |1 - α λ_i| of the series (asymptotically exactly rho^n)."""
+    p = quadratic
+
+    def error(steps):
+        grads = nest.implicit(
+            p.train_loss,
+            p.val_loss,
+            p.params,
+            p.hparams,
+            p.train_batch,
+            p.val_batch,
+            solver=nest.neumann(steps=steps, alpha=p.lr),
+        ).grads
+        return relative_error(grads, p.reference)
+
+    errors = {n: error(n) for n in (10, 20, 40, 80)}
+    assert errors[10] > errors[20] > errors[40] > errors[80]
+    assert errors[80] / errors[40] == pytest.approx(p.rho**40, rel=0.2)
