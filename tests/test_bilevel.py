@@ -284,3 +284,13 @@ def test_compiled_hypergradient_trains_like_the_eager_one():
     # with dropout the compiled code draws other masks (inductor's RNG) but trains all the same
     dropout = make_trainer(strategy=IFT(nest.neumann(4, 0.05), compile=True))
     assert all(r["hypergrad_norm"] > 0 for r in dropout.fit(*streams(), outer_steps=3))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cg_refuses_an_indefinite_hessian_in_the_trainer_compiled_or_not(compiled):
+    trainer = make_trainer(
+        model=nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 2)),
+        strategy=IFT(nest.cg(20, damping=0.0), compile=compiled),
+    )
+    with pytest.raises(nest.IndefiniteOperatorError, match="not positive definite"):
+        trainer.fit(*streams(), outer_steps=20)

@@ -31,7 +31,7 @@ from torch.func import functional_call
 from .data import concat_batches
 from .hparams import HyperParameters
 from .hypergrad import check_problem, implicit, unrolled
-from .solvers import Solver, neumann
+from .solvers import Solver, check_solution, neumann
 from .tree import Tree, check_same_dtype_device, tree_norm
 from .updates import load_into_optimizer, rule_from_optimizer
 
@@ -91,6 +91,8 @@ class IFT:
         val_batch = concat_batches([next(val) for _ in range(self.val_batches)])
         fn = trainer.cached("ift", self._build)
         hg = fn(trainer.params(), trainer.hparams.tree(), hvp_batch, val_batch, mixed_batch=mixed)
+        if self.compile:  # traced code cannot raise on what it finds: CG's curvature, checked here
+            check_solution(hg.solution, self.solver)
         scalars = {
             "train_loss": loss,
             "val_loss": hg.val_loss,
