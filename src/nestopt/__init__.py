@@ -1,26 +1,49 @@
 """nestopt: nested optimization and differentiable games on PyTorch."""
 
+from .games import ComplexAdam, ComplexMomentum, ExtraGradient, Game, OptimisticGradient, Player
 from .hypergrad import Hypergradient, UnrolledHypergradient, implicit, truncated, unrolled
 from .operators import Linearization, linearize
 from .solvers import IndefiniteOperatorError, Solution, cg, exact, identity, neumann
 from .tree import Tree
-from .updates import UpdateRule, adam, sgd
+from .updates import (
+    DEFAULT_BETA,
+    UpdateRule,
+    adam,
+    complex_adam,
+    complex_momentum,
+    complex_momentum_two_buffer,
+    extragradient,
+    optimistic,
+    sgd,
+)
 
 __all__ = [
+    "DEFAULT_BETA",
+    "ComplexAdam",
+    "ComplexMomentum",
+    "ExtraGradient",
+    "Game",
     "Hypergradient",
     "IndefiniteOperatorError",
     "Linearization",
+    "OptimisticGradient",
+    "Player",
     "Solution",
     "Tree",
     "UnrolledHypergradient",
     "UpdateRule",
     "adam",
     "cg",
+    "complex_adam",
+    "complex_momentum",
+    "complex_momentum_two_buffer",
     "exact",
+    "extragradient",
     "identity",
     "implicit",
     "linearize",
     "neumann",
+    "optimistic",
     "sgd",
     "truncated",
     "unrolled",
