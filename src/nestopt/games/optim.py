@@ -40,7 +40,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], make_rule: Callable[..., UpdateRule]):
-        self._make_rule = make_rule
+        self._make_rule, self._settings = make_rule, tuple(defaults)  # torch adds keys to defaults
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -48,7 +48,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._rule(self.param_groups[-1])  # one-line errors for bad settings, now rather than at step
 
     def _rule(self, group: dict[str, Any]) -> UpdateRule:
-        return self._make_rule(**{k: group[k] for k in self.defaults})
+        return self._make_rule(**{k: group[k] for k in self._settings})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -61,7 +61,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                params = {_ONE: p.detach()}
+                params = {_ONE: p.detach().clone()}  # a rule may keep it in its state; p changes in place
                 slot = self.state[p]
                 state = _unpack(slot) if slot else rule.init(params)
                 new_params, new_state = rule.update({_ONE: p.grad}, state, params)
