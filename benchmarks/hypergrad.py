@@ -39,17 +39,9 @@ skips the compiled HVP candidates.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import ctypes
-import gc
 import json
-import os
-import platform
-import random
-import resource
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -58,36 +50,51 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
-from torch import Tensor, nn
+from torch import Tensor
 
 import nestopt
+from _common import (
+    CG_DAMPING,
+    INNER_LR,
+    INNER_STEPS,
+    OUTER_LR,
+    RESULTS_DIR,
+    SEED,
+    SOLVER_STEPS,
+    TRAIN_BATCH,
+    VAL_BATCH,
+    Base,
+    Measurement,
+    Tree,
+    build_base,
+    calibrate,
+    compare,
+    fmt,
+    fmt_ms,
+    fmt_ratio,
+    loadavg,
+    machine_info,
+    memory_in_subprocesses,
+    peak_of_steps,
+    ratios,
+    run_interleaved,
+    stats,
+    write_json,
+)
 from nestopt.bilevel import IFT, Bilevel, Unrolled
-from nestopt.data import BatchStream, Split, mnist1d
-from nestopt.hparams import WeightDecay
 from nestopt.operators import linearize, value_and_grads
 from nestopt.tree import tree_add
 
-SEED = 0
-INNER_LR = 0.1  # SGD on the weights; also the Neumann alpha
-OUTER_LR = 0.01  # Adam on the hyperparameters
-INNER_STEPS = 5
-SOLVER_STEPS = 10  # Neumann terms / CG iterations
-CG_DAMPING = 1.0  # the Hessian of this ReLU MLP is indefinite: CG refuses it below ~0.3
-TRAIN_BATCH, VAL_BATCH = 128, 512
-PRETRAIN_STEPS = 100  # plain SGD steps before anything is measured (warm-started weights)
-RESULTS = Path(__file__).resolve().parent / "results" / "hypergrad.json"
+RESULTS = RESULTS_DIR / "hypergrad.json"
 
 # targets of the issue
 MAX_OVERHEAD = 1.05  # eager outer step / sum of its primitives
 MAX_RATIO = 20.0  # outer step / train step
 MIN_COSINE = 0.999  # nestopt neumann vs the plain-PyTorch reference
-
-Tree = dict[str, Tensor]
 
 
 @dataclass(frozen=True)
@@ -101,75 +108,6 @@ class Settings:
 
 QUICK = Settings(repeats=3, block_seconds=0.15, warmup_seconds=0.1, compiled_candidates=False, memory_steps=3)
 FULL = Settings(repeats=7, block_seconds=0.4, warmup_seconds=0.3, compiled_candidates=True, memory_steps=10)
-
-
-# --------------------------------------------------------------------------- problem
-def seed_everything(seed: int = SEED) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def train_loss(model: Callable[..., Tensor], batch: Any) -> Tensor:
-    x, y, _ = batch
-    return F.cross_entropy(model(x), y, reduction="none")
-
-
-def val_loss(model: Callable[..., Tensor], batch: Any) -> Tensor:
-    x, y, _ = batch
-    return F.cross_entropy(model(x), y)
-
-
-def make_mlp(n_in: int, n_out: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(n_in, 300), nn.ReLU(), nn.Linear(300, 300), nn.ReLU(), nn.Linear(300, n_out)
-    )
-
-
-def make_trainer(model: nn.Module, hparams: WeightDecay, hypergradient: IFT | Unrolled) -> Bilevel:
-    return Bilevel(
-        model,
-        hparams,
-        inner_optimizer=torch.optim.SGD(model.parameters(), lr=INNER_LR),
-        outer_optimizer=torch.optim.Adam(hparams.parameters(), lr=OUTER_LR),
-        train_loss=train_loss,
-        val_loss=val_loss,
-        hypergradient=hypergradient,
-        inner_steps=INNER_STEPS,
-    )
-
-
-@dataclass
-class Base:
-    """Data and a briefly pre-trained model; every measurement starts from copies of them."""
-
-    split: Split
-    model: nn.Module
-    hparams: WeightDecay
-
-    def copies(self) -> tuple[nn.Module, WeightDecay]:
-        return copy.deepcopy(self.model), copy.deepcopy(self.hparams)
-
-    def streams(self) -> tuple[BatchStream, BatchStream]:
-        """Fresh train / validation streams, the same batches for every caller."""
-        train = BatchStream(*self.split.train, batch_size=TRAIN_BATCH, seed=SEED + 1)
-        val = BatchStream(*self.split.val, batch_size=VAL_BATCH, seed=SEED + 2)
-        return train, val
-
-    def trainer(self, hypergradient: IFT | Unrolled) -> Bilevel:
-        return make_trainer(*self.copies(), hypergradient)
-
-
-def build_base() -> Base:
-    seed_everything()
-    split = mnist1d()
-    model = make_mlp(split.n_features, split.n_classes)
-    hparams = WeightDecay(model, init=1e-4, per="weight")
-    trainer = make_trainer(model, hparams, IFT())
-    stream = BatchStream(*split.train, batch_size=TRAIN_BATCH, seed=SEED + 100)
-    for _ in range(PRETRAIN_STEPS):
-        trainer.inner_step(next(stream))
-    return Base(split, model, hparams)
 
 
 # --------------------------------------------------------------------------- runners
@@ -272,73 +210,7 @@ EAGER, COMPILED, REFERENCE = "ift-neumann-eager", "ift-neumann-compiled", "refer
 DEFAULT = COMPILED  # IFT() compiles the whole hypergradient unless told compile=False
 
 
-# --------------------------------------------------------------------------- timing
-@dataclass
-class Measurement:
-    name: str
-    fn: Callable[[], Any]
-    calls: int = 1  # calls per timed block, calibrated in warm-up
-    error: str | None = None
-
-
-def calibrate(m: Measurement, settings: Settings) -> None:
-    """Warm up (at least 3 calls) and pick the calls per block from the warm-up speed."""
-    start, calls = time.perf_counter(), 0
-    while calls < 3 or time.perf_counter() - start < settings.warmup_seconds:
-        m.fn()
-        calls += 1
-    per_call = (time.perf_counter() - start) / calls
-    m.calls = max(2, round(settings.block_seconds / per_call))
-
-
-def time_block(m: Measurement) -> float:
-    start = time.perf_counter()
-    for _ in range(m.calls):
-        m.fn()
-    return (time.perf_counter() - start) / m.calls
-
-
-def run_interleaved(
-    measurements: list[Measurement], unit: Measurement, repeats: int
-) -> dict[str, list[float]]:
-    """``repeats`` rounds; each times the unit, every measurement, then the unit again."""
-    times: dict[str, list[float]] = {m.name: [] for m in [unit, *measurements]}
-    for _ in range(repeats):
-        before = time_block(unit)
-        for m in measurements:
-            if m.error is None:
-                try:
-                    times[m.name].append(time_block(m))
-                except Exception as error:  # e.g. CG meeting negative curvature mid-run
-                    m.error = f"{type(error).__name__}: {error}"
-        times[unit.name].append(0.5 * (before + time_block(unit)))
-    return times
-
-
-def stats(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"median": None, "min": None, "max": None, "values": []}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
-
-
-def ratios(values: list[float], units: list[float]) -> list[float]:
-    return [v / u for v, u in zip(values, units, strict=False)]
-
-
 # --------------------------------------------------------------------------- outer steps
-def flat(tree: Tree, keys: list[str]) -> Tensor:
-    return torch.cat([tree[k].detach().reshape(-1).double() for k in keys])
-
-
-def compare(grads: Tree, reference: Tree) -> dict[str, float]:
-    keys = list(reference)
-    a, b = flat(grads, keys), flat(reference, keys)
-    return {
-        "cosine_vs_reference": float(F.cosine_similarity(a, b, dim=0)),
-        "norm_ratio_vs_reference": float(a.norm() / b.norm()),
-    }
-
-
 def first_call(runner: Any) -> tuple[Tree | None, float, dict[str, Any]]:
     """The first hypergradient from the shared initial state (compiles where asked)."""
     info: dict[str, Any] = {"error": None, "fell_back_to_eager": False}
@@ -486,121 +358,14 @@ def primitive_measurements(
 
 
 # --------------------------------------------------------------------------- memory
-def proc_status_mib(field: str) -> float | None:
-    """``VmRSS`` (current) or ``VmHWM`` (peak since start or last reset) in MiB, Linux only."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def ru_maxrss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-def release_free_memory() -> None:
-    """Collect garbage and hand freed heap back to the OS (glibc), so RSS is what is in use."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def reset_peak_rss() -> bool:
-    """Reset the peak RSS ``VmHWM`` (Linux >= 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-class PeakMemory:
-    """Peak RSS above the RSS at :meth:`start`.
-
-    Building the data set has a transient peak of its own (~150 MiB), which ``ru_maxrss`` keeps
-    for the life of the process, so on Linux the peak is reset at :meth:`start` and read from
-    ``VmHWM`` (``ru_maxrss`` cannot be reset reliably: exiting threads fold the old peak into
-    it). Elsewhere this falls back to ``ru_maxrss`` above the RSS after setup, an upper bound.
-    """
-
-    def start(self) -> None:
-        release_free_memory()
-        self.resettable = reset_peak_rss() and proc_status_mib("VmHWM") is not None
-        self.base = proc_status_mib("VmRSS") if self.resettable else ru_maxrss_mib()
-
-    def above(self) -> float:
-        peak = proc_status_mib("VmHWM") if self.resettable else ru_maxrss_mib()
-        return peak - self.base
-
-
 def measure_memory(name: str, steps: int) -> dict[str, Any]:
     """Runs in a fresh process: setup, 2 warm-up outer steps (compilation), ``steps`` more."""
     base = build_base()
     runner = TrainOnlyRunner(base, IFT()) if name == "train" else CONFIGS[name](base)
-    total, steady = PeakMemory(), PeakMemory()
-    total.start()
-    for _ in range(2):
-        runner.outer_step()
-    warmup_peak = total.above()
-    steady.start()  # resets the peak: from here on ``total`` reads the peak since this point
-    for _ in range(steps):
-        runner.outer_step()
-    steady_peak = steady.above()
-    return {
-        "setup_rss_mib": total.base,
-        "peak_above_setup_mib": max(warmup_peak, steady_peak + steady.base - total.base),
-        "steady_peak_above_mib": steady_peak if steady.resettable else None,
-        "method": "VmHWM reset after setup" if total.resettable else "ru_maxrss (not resettable)",
-        "steps": steps,
-    }
-
-
-def memory_in_subprocesses(names: list[str], steps: int, console: Console) -> dict[str, dict]:
-    results = {}
-    for name in names:
-        console.log(f"memory (fresh process): {name}")
-        cmd = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--memory-of",
-            name,
-            "--memory-steps",
-            str(steps),
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        lines = done.stdout.strip().splitlines()
-        if done.returncode != 0 or not lines:
-            results[name] = {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
-        else:
-            results[name] = json.loads(lines[-1])
-    return results
+    return peak_of_steps(runner.outer_step, steps)
 
 
 # --------------------------------------------------------------------------- report
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-
-
 def summarise(
     times: dict[str, list[float]],
     outer: dict[str, dict],
@@ -676,22 +441,6 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
         ok = value is not None and (value <= bound if op == "<=" else value >= bound)
         result.append({"target": label, "value": value, "bound": f"{op} {bound}", "pass": ok})
     return result
-
-
-def fmt_ms(s: dict[str, Any]) -> str:
-    if s["median"] is None:
-        return "-"
-    return f"{1e3 * s['median']:.2f} [{1e3 * s['min']:.2f}, {1e3 * s['max']:.2f}]"
-
-
-def fmt_ratio(s: dict[str, Any]) -> str:
-    if s["median"] is None:
-        return "-"
-    return f"{s['median']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
-
-
-def fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
 
 
 def print_report(console: Console, result: dict[str, Any]) -> None:
@@ -794,9 +543,11 @@ def run_benchmark(settings: Settings, console: Console) -> dict[str, Any]:
         outer_info[m.name]["error"] = m.error
         outer_info[m.name]["calls_per_block"] = m.calls
     summary = summarise(times, outer_info, [m.name for m in primitives], compile_seconds)
-    memory = memory_in_subprocesses([*CONFIGS, "train"], settings.memory_steps, console)
+    memory = memory_in_subprocesses(
+        Path(__file__).resolve(), [*CONFIGS, "train"], settings.memory_steps, console
+    )
     result = {
-        "machine": machine | {"loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "machine": machine | {"loadavg_at_end": loadavg()},
         "settings": asdict(settings),
         "problem": {
             "model": "MLP 40-300-300-10 ReLU",
@@ -843,8 +594,7 @@ def main() -> None:
     result = run_benchmark(settings, console)
     result["total_seconds"] = time.perf_counter() - start
     print_report(console, result)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
+    write_json(args.output, result)
     console.print(f"\nwrote {args.output} ({result['total_seconds']:.0f} s)")
 
 
