@@ -89,14 +89,16 @@ def alternating(M: Tensor, sizes: Sequence[int], copies: int) -> Tensor:
     n = sum(sizes)
     if M.shape[-1] != copies * n:
         raise ValueError(f"M is {M.shape[-1]} wide but copies * sum(sizes) = {copies} * {n} = {copies * n}")
-    eye = torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
-    out, start = eye, 0
+    out, start = None, 0
     for size in sizes:
         rows = torch.zeros(n, dtype=torch.bool, device=M.device)
         rows[start : start + size] = True
         start += size
         mask = rows.repeat(copies)[:, None]
-        out = torch.where(mask, M, eye) @ out
+        if out is None:  # M_1 = I + P_1 (M - I)
+            out = torch.where(mask, M, torch.eye(M.shape[-1], dtype=M.dtype, device=M.device))
+        else:  # M_p X = X + P_p (M X - X): only player p's rows change
+            out = torch.where(mask, M @ out, out)
     return out
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from . import weight_decay
+from . import bilinear_game, weight_decay
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Recipe:
         return self.module.run(*args, **kwargs)
 
 
-RECIPES = {m.NAME: Recipe(m.NAME, m.SUMMARY, m) for m in (weight_decay,)}
+RECIPES = {m.NAME: Recipe(m.NAME, m.SUMMARY, m) for m in (weight_decay, bilinear_game)}
 
 
 def get(name: str) -> Recipe:
