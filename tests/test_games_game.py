@@ -160,3 +160,12 @@ def test_bad_calls_raise_one_line_errors_naming_the_fix():
         ValueError, match=r"player 'x' loss must return a scalar tensor, got \(2,\): reduce it"
     ):
         bad.gradients(bad.params())
+
+
+def test_load_writes_a_joint_tree_into_the_live_parameters():
+    game = zoo.bilinear(torch.eye(2, dtype=F64))
+    live = game.parameters("x")[0]
+    target = {"x": {"w": torch.tensor([3.0, 4.0], dtype=F64)}, "y": {"w": torch.zeros(2, dtype=F64)}}
+    game.load(target)
+    assert game.parameters("x")[0] is live and live.tolist() == [3.0, 4.0]
+    assert game.distance(game.params()).item() == pytest.approx(5.0)
