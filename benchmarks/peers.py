@@ -683,6 +683,22 @@ def print_report(console: Console, result: dict[str, Any]) -> None:
         console.print(f"{status} {t['target']}: {fmt(t['value'], '.4g')} ({t['bound']})")
 
 
+def profile(name: str, steps: int = 10) -> None:
+    """Where one row's outer step spends its time: torch.profiler's operator table over ``steps``
+    warm outer steps (``--profile nestopt/cg``; ``eager:nestopt/cg`` for the eager variant)."""
+    eager = name.startswith("eager:")
+    config = EAGER_IN_QUICK[name.removeprefix("eager:")] if eager else CONFIGS[name]
+    runner = config.make(build_base())
+    for _ in range(3):  # compile and warm up
+        runner.outer_step()
+    start = time.perf_counter()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            runner.outer_step()
+    print(f"{name}: {1e3 * (time.perf_counter() - start) / steps:.2f} ms per outer step (profiled)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def run_benchmark(settings: Settings, console: Console) -> dict[str, Any]:
     machine = machine_info()
     console.log("building data and model")
@@ -727,10 +743,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats; memory in one child")
     parser.add_argument("--repeats", type=int, help="override the number of interleaved repeats")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON output (default {RESULTS})")
+    parser.add_argument("--profile", metavar="ROW", help="print torch.profiler's table for one row and exit")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     parser.add_argument("--memory-steps", type=int, default=FULL.memory_steps, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)  # functorch.vjp in TorchOpt
+    if args.profile:
+        profile(args.profile)
+        return
     if args.memory_of:  # child process: one JSON line on stdout (several rows: one after the other)
         print(json.dumps(measure_memory(args.memory_of, args.memory_steps)))
         return
