@@ -19,8 +19,9 @@ Libraries, each used as its documentation shows: nestopt (``implicit`` / ``unrol
 PyTorch double backward (``_reference.py``), TorchOpt (``custom_root`` with ``solve_inv(ns=True)``,
 ``solve_cg`` and its default ``solve_normal_cg``; ``MetaSGD`` unrolled), higher (``innerloop_ctx``),
 Betty (an ``Engine`` over two ``ImplicitProblem``s, ``type="neumann" | "cg" | "darts"``).
-A peer that is not installed gets rows saying so. A last row reproduces Betty's CG result in
-plain PyTorch by making one change to textbook CG, which locates its error.
+A peer that is not installed gets rows saying so. Betty's CG also runs with its step-size
+setting ``cg_alpha = α`` (default 1), and a last row reproduces Betty's CG result in plain PyTorch
+by making one change to textbook CG, which locates its error.
 
 Reports the cosine and the relative error to the exact hypergradient and the time of one call
 (median [min, max]); writes ``benchmarks/results/exactness.json``.
@@ -267,10 +268,10 @@ class BettyRidge:
         return self.recorded[-1]
 
 
-def betty_call(p: Any, method: str, k: int) -> Callable[[], Tensor] | None:
+def betty_call(p: Any, method: str, k: int, cg_alpha: float = 1.0) -> Callable[[], Tensor] | None:
     config = {
         "neumann": {"type": "neumann", "neumann_iterations": k, "neumann_alpha": p.lr},
-        "cg": {"type": "cg", "cg_iterations": k},  # cg_alpha=1 (default); Betty has no tolerance
+        "cg": {"type": "cg", "cg_iterations": k, "cg_alpha": cg_alpha},  # Betty has no tolerance
         "identity": {"type": "darts"},  # finite differences of the mixed product, R = 0.01
     }.get(method)
     return None if config is None else BettyRidge(p, config)
@@ -284,6 +285,10 @@ LIBRARIES: dict[str, tuple[str | None, Builder]] = {  # label -> (peer import na
     "TorchOpt normal-CG (default solver)": ("torchopt", lambda p, m, k: torchopt_call(p, m, k, normal=True)),
     "higher": ("higher", higher_call),
     "Betty": ("betty", betty_call),
+    "Betty, cg_alpha = α": (
+        "betty",
+        lambda p, m, k: betty_call(p, m, k, cg_alpha=p.lr) if m == "cg" else None,
+    ),
     "plain CG with Betty's direction update": (
         None,
         lambda p, m, k: plain_call(p, m, k, plain.cg(k, old_residual_direction=True)) if m == "cg" else None,
