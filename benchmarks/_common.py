@@ -311,6 +311,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "loadavg_at_start": loadavg(),
+        "cpu_at_start": cpu_snapshot(),
     }
 
 
@@ -318,14 +319,47 @@ def loadavg() -> tuple[float, float, float] | None:
     return os.getloadavg() if hasattr(os, "getloadavg") else None
 
 
+def cpu_snapshot() -> dict[str, float] | None:
+    """CPU seconds used so far by the whole machine (``/proc/stat``, Linux) and by this process with
+    its finished children, and the wall clock: two snapshots tell how much CPU *other* processes
+    took in between (the load average cannot: it counts this benchmark too)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [
+                int(v) for v in f.readline().split()[1:9]
+            ]  # user nice system idle iowait irq softirq steal
+    except OSError:
+        return None
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    own = sum(u.ru_utime + u.ru_stime for u in usages)
+    return {"busy": busy, "own": own, "wall": time.time()}
+
+
+def machine_at_end(machine: dict[str, Any]) -> dict[str, Any]:
+    """Load at the end, and the CPU cores other processes used on average since ``machine_info()``."""
+    start, end = machine.get("cpu_at_start"), cpu_snapshot()
+    other = None
+    if start and end and end["wall"] > start["wall"]:
+        others = (end["busy"] - start["busy"]) - (end["own"] - start["own"])
+        other = max(0.0, others) / (end["wall"] - start["wall"])
+    return {"loadavg_at_end": loadavg(), "other_processes_cores": other}
+
+
+OTHER_CORES_LIMIT = 0.1  # average cores used by other processes above which timings are suspect
+
+
 def busy_warning(machine: dict[str, Any], unit: dict[str, Any]) -> str | None:
-    """A warning when the load at start or the spread of the unit says the machine was busy."""
+    """A warning when other processes took CPU during the run (or, before the end, the load at
+    start says so), or when the spread of the unit says the machine was busy."""
     spread = unit["max"] / unit["min"] if unit.get("min") else 1.0
-    load = machine.get("loadavg_at_start")
-    if spread > 1.3 or (load and load[0] > 0.5 * (machine.get("cpu_count") or 1)):
+    other, load = machine.get("other_processes_cores"), machine.get("loadavg_at_start")
+    busy = other > OTHER_CORES_LIMIT if other is not None else bool(load and load[0] > 0.7)
+    if spread > 1.3 or busy:
         return (
-            f"the machine looks busy (unit max/min {spread:.2f}, load {load}); other processes on "
-            f"these cores inflate times a lot"
+            f"the machine looks busy (unit max/min {spread:.2f}, other processes used "
+            f"{fmt(other, '.2f')} cores on average, load at start {load}); other processes on these "
+            f"cores inflate times a lot"
         )
     return None
 

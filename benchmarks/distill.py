@@ -43,7 +43,7 @@ from _common import (
     compare,
     fmt,
     fmt_ms,
-    loadavg,
+    machine_at_end,
     machine_info,
     median_time,
     memory_in_subprocesses,
@@ -287,7 +287,7 @@ def main() -> None:
     console = Console() if sys.stdout.isatty() else Console(width=150)
     start = time.perf_counter()
     result = {"machine": machine_info(), "settings": asdict(settings), **run(settings, console)}
-    result["machine"]["loadavg_at_end"] = loadavg()
+    result["machine"] |= machine_at_end(result["machine"])
     result["total_seconds"] = time.perf_counter() - start
     print_report(console, result)
     write_json(args.output, result)

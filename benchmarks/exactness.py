@@ -51,7 +51,7 @@ from _common import (
     fmt,
     fmt_ms,
     import_peer,
-    loadavg,
+    machine_at_end,
     machine_info,
     median_time,
     versions,
@@ -393,7 +393,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     console = Console() if sys.stdout.isatty() else Console(width=150)
     result = {"machine": machine_info(), "versions": versions(), **run(3 if args.quick else 15, console)}
-    result["machine"]["loadavg_at_end"] = loadavg()
+    result["machine"] |= machine_at_end(result["machine"])
     print_table(console, result)
     write_json(args.output, result)
     console.print(f"wrote {args.output}")

@@ -71,12 +71,13 @@ from _common import (
     Measurement,
     Tree,
     build_base,
+    busy_warning,
     calibrate,
     compare,
     fmt,
     fmt_ms,
     fmt_ratio,
-    loadavg,
+    machine_at_end,
     machine_info,
     memory_in_subprocesses,
     peak_of_steps,
@@ -451,12 +452,9 @@ def print_report(console: Console, result: dict[str, Any]) -> None:
     )
     console.print(f"{result['settings']['repeats']} interleaved repeats: median [min, max]", markup=False)
     console.print(f"unit: one train step = {fmt_ms(s['unit']['seconds'])} ms\n", markup=False)
-    spread = s["unit"]["seconds"]["max"] / s["unit"]["seconds"]["min"]
-    if spread > 1.3 or (m["loadavg_at_start"] and m["loadavg_at_start"][0] > 0.5 * (m["cpu_count"] or 1)):
-        console.print(
-            f"[yellow]warning: the machine looks busy (train step max/min {spread:.2f}, load "
-            f"{m['loadavg_at_start']}); other processes on these cores inflate times a lot[/yellow]\n"
-        )
+    warning = busy_warning(m, s["unit"]["seconds"])
+    if warning:
+        console.print(f"[yellow]warning: {warning}[/yellow]\n")
     console.print(outer_table(s["outer_steps"], result["memory"]))
     console.print(primitives_table(s["primitives"], s["sum_of_primitives"]))
     console.print(targets_table(result["targets"]))
@@ -547,7 +545,7 @@ def run_benchmark(settings: Settings, console: Console) -> dict[str, Any]:
         Path(__file__).resolve(), [*CONFIGS, "train"], settings.memory_steps, console
     )
     result = {
-        "machine": machine | {"loadavg_at_end": loadavg()},
+        "machine": machine | machine_at_end(machine),
         "settings": asdict(settings),
         "problem": {
             "model": "MLP 40-300-300-10 ReLU",

@@ -75,7 +75,7 @@ from _common import (
     fmt_ms,
     fmt_ratio,
     import_peer,
-    loadavg,
+    machine_at_end,
     machine_info,
     memory_in_subprocesses,
     peak_of_steps,
@@ -728,7 +728,7 @@ def run_benchmark(settings: Settings, console: Console) -> dict[str, Any]:
     rows = summarise(times, info, memory)
     rows["train"] = {"library": "-", "method": "5 train steps only", "memory": memory.get("train", {})}
     return {
-        "machine": machine | {"loadavg_at_end": loadavg()},
+        "machine": machine | machine_at_end(machine),
         "versions": versions(),
         "settings": asdict(settings),
         "unit": stats(times["train step"]),

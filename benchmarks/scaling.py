@@ -5,8 +5,9 @@ Problem: per-weight decay (one log-decay per weight, so hyperparameters = weight
 40-h-h-10 on MNIST-1D, train batch 128, validation batch 512; h is chosen so the MLP has at least
 1e3, 3e3, ..., 1e7 weights (h = 15 ... 3137). One hypergradient = ``nestopt.implicit`` with
 ``neumann(10, alpha=0.1)`` (eager, autograd backend) at the initial weights; a plain train step at
-the same size (forward, backward, SGD) is timed alongside as the unit. Then, at about 1e6
-hyperparameters, ``neumann(K)`` and ``cg(K, damping=1, tol=0)`` for K = 1 ... 100.
+the same size (forward, backward, SGD, on a copy of the weights) is timed alongside as the unit.
+Then, at about 1e6 hyperparameters, ``neumann(K)`` and ``cg(K, damping=5, tol=0)`` for K = 1 ... 100
+(damping 5 keeps the randomly initialised MLP's Hessian positive definite for CG).
 
 Time: median [min, max] of repeated calls after a warm-up call. Memory: peak RSS of the calls
 above the RSS after setup (model, data, hyperparameters allocated), in a fresh process per point
@@ -40,7 +41,6 @@ from torch import Tensor
 
 import nestopt as nest
 from _common import (
-    CG_DAMPING,
     INNER_LR,
     RESULTS_DIR,
     SOLVER_STEPS,
@@ -48,7 +48,7 @@ from _common import (
     VAL_BATCH,
     fmt,
     fmt_ms,
-    loadavg,
+    machine_at_end,
     machine_info,
     make_mlp,
     median_time,
@@ -60,6 +60,7 @@ from _common import (
 from nestopt.data import mnist1d
 
 RESULTS = RESULTS_DIR / "scaling.json"
+CG_DAMPING = 5.0  # at its random initial weights the MLP's Hessian has curvature down to about -1
 MAX_SLOPE = 1.1  # target: time (and memory) at most ~linear in the number of hyperparameters
 
 
@@ -112,7 +113,9 @@ class Point:
             (xv[:VAL_BATCH], yv[:VAL_BATCH]),
         )
         self.model = make_mlp(data.n_features, data.n_classes, width=h)
-        self.params = {k: p.detach() for k, p in self.model.named_parameters()}
+        self.params = {
+            k: p.detach().clone() for k, p in self.model.named_parameters()
+        }  # the unit moves model's
         self.hparams = {k: torch.full_like(p, math.log(1e-4)) for k, p in self.params.items()}
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=INNER_LR)
         self.n = sum(p.numel() for p in self.params.values())
@@ -156,7 +159,7 @@ class Point:
 def solver_for(kind: str, steps: int) -> Any:
     if kind == "neumann":
         return nest.neumann(steps, INNER_LR)
-    return nest.cg(steps, tol=0.0, damping=CG_DAMPING)  # exactly ``steps`` iterations
+    return nest.cg(steps, tol=0.0, damping=CG_DAMPING)  # exactly ``steps`` iterations (if definite)
 
 
 def key(h: int, kind: str, steps: int) -> str:
@@ -185,6 +188,7 @@ def time_point(point: Point, solver: Any, settings: Settings) -> dict[str, Any]:
         "train_step_seconds": unit,
         "ratio_to_train_step": seconds["median"] / unit["median"],
         "finite": finite,
+        "solver_iterations": int(hg.solution.iterations),
     }
 
 
@@ -380,12 +384,13 @@ def print_report(console: Console, result: dict[str, Any]) -> None:
         )
     console.print(table)
     table = Table(title="One hypergradient vs solver steps")
-    for col in ("solver", "steps", "ms", "x train step", "peak MiB"):
+    for col in ("solver", "steps", "iterations run", "ms", "x train step", "peak MiB"):
         table.add_column(col, justify="right")
     for r in result["steps"]:
         table.add_row(
             r["solver"],
             str(r["steps"]),
+            str(r["solver_iterations"]),
             fmt_ms(r["seconds"]),
             f"{r['ratio_to_train_step']:.1f}",
             fmt(r["memory"].get("peak_above_setup_mib"), ".1f"),
@@ -413,7 +418,7 @@ def main() -> None:
     console = Console() if sys.stdout.isatty() else Console(width=150)
     start = time.perf_counter()
     result = {"machine": machine_info(), "settings": asdict(settings), **run(settings, console)}
-    result["machine"]["loadavg_at_end"] = loadavg()
+    result["machine"] |= machine_at_end(result["machine"])
     result["targets"] = targets(result)
     result["plots"] = plot(result, args.output.parent)
     result["total_seconds"] = time.perf_counter() - start

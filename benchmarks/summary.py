@@ -35,10 +35,11 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def machine_line(result: dict[str, Any]) -> str:
     m = result.get("machine", {})
-    start, end = m.get("loadavg_at_start"), m.get("loadavg_at_end")
-    load = f"1-min load {start[0]:.2f} at start" if start else "load unknown"
-    load += f", {end[0]:.2f} at end" if end else ""
-    return f"_torch {m.get('torch')}, {m.get('torch_threads')} threads, {m.get('cpu')}; {load}._"
+    start, other = m.get("loadavg_at_start"), m.get("other_processes_cores")
+    line = f"_torch {m.get('torch')}, {m.get('torch_threads')} threads, {m.get('cpu')}"
+    line += f"; 1-min load {start[0]:.2f} at start" if start else ""
+    line += f"; other processes used {other:.2f} cores on average during the run" if other is not None else ""
+    return line + "._"
 
 
 def targets_rows(name: str, result: dict[str, Any]) -> list[list[str]]:
@@ -149,18 +150,23 @@ def scaling(result: dict[str, Any]) -> list[str]:
     ]
     lines += table(["h", "hyperparameters", "ms", "x train step", "peak MiB"], rows)
     size = result["steps"][0]["hyperparameters"] if result["steps"] else 0
-    lines += ["", f"Solver steps at {size:,} hyperparameters (CG: damping 1, no early stop):", ""]
+    lines += [
+        "",
+        f"Solver steps at {size:,} hyperparameters (CG: damping 5, tol 0: stops only at a zero residual):",
+        "",
+    ]
     rows = [
         [
             r["solver"],
             str(r["steps"]),
+            str(r.get("solver_iterations", "-")),
             ms(r["seconds"]),
             f"{r['ratio_to_train_step']:.1f}",
             num(r["memory"].get("peak_above_setup_mib"), ".1f"),
         ]
         for r in result["steps"]
     ]
-    return lines + table(["solver", "steps", "ms", "x train step", "peak MiB"], rows)
+    return lines + table(["solver", "steps", "iterations run", "ms", "x train step", "peak MiB"], rows)
 
 
 def distill(result: dict[str, Any]) -> list[str]:
