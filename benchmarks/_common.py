@@ -108,10 +108,10 @@ class Base:
         return make_trainer(*self.copies(), hypergradient)
 
 
-def build_base() -> Base:
+def build_base(width: int = 300) -> Base:
     seed_everything()
     split = mnist1d()
-    model = make_mlp(split.n_features, split.n_classes)
+    model = make_mlp(split.n_features, split.n_classes, width)
     hparams = WeightDecay(model, init=1e-4, per="weight")
     trainer = make_trainer(model, hparams, IFT())
     stream = BatchStream(*split.train, batch_size=TRAIN_BATCH, seed=SEED + 100)
