@@ -121,7 +121,27 @@ def peers(result: dict[str, Any]) -> list[str]:
         "first call MiB",
         "steady MiB",
     ]
-    return lines + table([*header, "note"], rows)
+    lines += table([*header, "note"], rows)
+    wide = {name: r["memory_wide"] for name, r in result["summary"].items() if "memory_wide" in r}
+    if wide:
+        lines += [
+            "",
+            f"Memory again on the same MLP with hidden width {result.get('memory_width')} (1.05M weights "
+            f"and decays; at 105k a vector is 0.4 MB and the peaks above sit within ~1.5 MiB of allocator "
+            f"noise), peak RSS above setup, MiB, one fresh process per row:",
+            "",
+        ]
+        rows = [
+            [
+                name,
+                num(m.get("peak_above_setup_mib"), ".1f"),
+                num(m.get("steady_peak_above_mib"), ".1f"),
+                m.get("error", ""),
+            ]
+            for name, m in wide.items()
+        ]
+        lines += table(["library/method", "first call MiB", "steady MiB", "note"], rows)
+    return lines
 
 
 def scaling(result: dict[str, Any]) -> list[str]:
