@@ -26,11 +26,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # The peers (the [bench] extra) with the venv's torch held at its installed version, so pip cannot swap
-# it for another build; if they fail to install, the benchmarks still run and their rows say so.
+# it for another build; if the extra fails, each peer is tried alone, and the benchmarks run anyway
+# (a peer that is missing gets rows saying so).
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
-	$(BIN)/pip install --quiet -c $(VENV)/torch-constraint.txt -e ".[bench]" \
-		|| echo "warning: peer libraries not installed; their benchmark rows will say so"
+	$(BIN)/pip install --quiet -c $(VENV)/torch-constraint.txt -e ".[bench]" || \
+	for req in $$($(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))\
+			['project']['optional-dependencies']['bench'])" 2>/dev/null); do \
+		$(BIN)/pip install --quiet -c $(VENV)/torch-constraint.txt "$$req" \
+			|| echo "warning: $$req not installed; its benchmark rows will say so"; \
+	done
 	touch $(BENCH_STAMP)
 
 # Every benchmark runs even if one fails; the summary is written from whatever results exist.
