@@ -27,19 +27,17 @@ def _dot(a: Vector, b: Vector) -> Tensor:
     )
 
 
-def neumann(products: int, alpha: float, last_term: bool = True) -> Solve:
-    """Truncated Neumann series ``x = α Σ_{j<n} (I - αH)^j b`` with ``products`` Hessian-vector
-    products: ``n = products + 1`` terms (TorchOpt's ``ns``, Betty's ``neumann``), or with
-    ``last_term=False`` ``n = products`` (nestopt's ``neumann``, whose last product yields the
-    residual ``(I - αH)^n b`` instead); ``n`` terms equal differentiating n SGD steps of size α
-    taken from the optimum."""
+def neumann(products: int, alpha: float) -> Solve:
+    """Truncated Neumann series ``x = α Σ_{j<=products} (I - αH)^j b``: ``products``
+    Hessian-vector products, ``products + 1`` terms (nestopt's ``neumann``, TorchOpt's ``ns``,
+    Betty's ``neumann``); equal to differentiating ``products + 1`` SGD steps of size α taken
+    from the optimum."""
 
     def solve(hvp: Matvec, b: Vector) -> Vector:
         v, total = list(b), list(b)
-        for j in range(products):
+        for _ in range(products):
             v = [vi - alpha * hi for vi, hi in zip(v, hvp(v), strict=True)]
-            if last_term or j + 1 < products:
-                total = [t + vi for t, vi in zip(total, v, strict=True)]
+            total = [t + vi for t, vi in zip(total, v, strict=True)]
         return [alpha * t for t in total]
 
     return solve

@@ -185,7 +185,7 @@ class Problem:
             return hg[0]
         w = {k: v.clone().requires_grad_(True) for k, v in self.trained.items()}
         solve = (
-            plain.neumann(SOLVER_STEPS, LR, last_term=False)
+            plain.neumann(SOLVER_STEPS, LR)
             if row == "implicit-neumann"
             else plain.cg(SOLVER_STEPS, CG_DAMPING)
         )

@@ -168,12 +168,11 @@ class ReferenceRunner:
         weights, raws = list(self.model.parameters()), list(self.raw.values())
         b = torch.autograd.grad(F.cross_entropy(self.model(x), y), weights)
         g = torch.autograd.grad(self.inner_loss(train_batch), weights, create_graph=True)
-        v, total = list(b), list(b)  # x = alpha * sum_{j<steps} (I - alpha H)^j b
-        for j in range(SOLVER_STEPS):
+        v, total = list(b), list(b)  # x = alpha * sum_{j<=steps} (I - alpha H)^j b
+        for _ in range(SOLVER_STEPS):
             hv = torch.autograd.grad(g, weights, v, retain_graph=True)
             v = [vi - INNER_LR * hvi for vi, hvi in zip(v, hv, strict=True)]
-            if j + 1 < SOLVER_STEPS:
-                total = [t + vi for t, vi in zip(total, v, strict=True)]
+            total = [t + vi for t, vi in zip(total, v, strict=True)]
         solution = [INNER_LR * t for t in total]
         mixed = torch.autograd.grad(g, raws, solution)
         return {k: -m for k, m in zip(self.raw, mixed, strict=True)}

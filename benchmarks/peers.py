@@ -11,8 +11,8 @@ nestopt's ``Bilevel`` is handed b5 again as its "fresh" batch), and one validati
 
 Methods (rows ``library/method``):
 
-* ``neumann``: 10 Hessian-vector products, alpha 0.1 (nestopt sums 10 terms and spends the 10th
-  product on the residual; TorchOpt's ``solve_inv(ns=True)`` and Betty sum 11);
+* ``neumann``: 10 Hessian-vector products, 11 terms, alpha 0.1 (nestopt, TorchOpt's
+  ``solve_inv(ns=True)`` and Betty alike);
 * ``cg``: 10 conjugate-gradient iterations on ``H + 1.0 I`` (this ReLU network's Hessian is
   indefinite); Betty has no damping, so its row runs undamped CG;
 * ``normal-cg``: TorchOpt's default solver (CG on ``H² x = H b``, two products per iteration);
@@ -454,7 +454,7 @@ CONFIGS: dict[str, Config] = {
     "plain/neumann": Config(
         "plain PyTorch",
         "neumann",
-        lambda b: PlainRunner(b, plain.neumann(SOLVER_STEPS, INNER_LR, False)),
+        lambda b: PlainRunner(b, plain.neumann(SOLVER_STEPS, INNER_LR)),
         "neumann",
     ),
     "plain/cg": Config(
@@ -470,9 +470,8 @@ CONFIGS: dict[str, Config] = {
         "TorchOpt",
         "neumann",
         lambda b: TorchoptRunner(b, "neumann"),
-        "neumann-11",
+        "neumann",
         "torchopt",
-        note="11 terms",
     ),
     "torchopt/cg": Config("TorchOpt", "cg", lambda b: TorchoptRunner(b, "cg"), "cg", "torchopt"),
     "torchopt/normal-cg": Config(
@@ -489,9 +488,8 @@ CONFIGS: dict[str, Config] = {
         lambda b: BettyRunner(
             b, {"type": "neumann", "neumann_iterations": SOLVER_STEPS, "neumann_alpha": INNER_LR}
         ),
-        "neumann-11",
+        "neumann",
         "betty",
-        note="11 terms",
     ),
     "betty/cg": Config(
         "Betty",
@@ -526,8 +524,7 @@ def references(base: Base) -> dict[str, Tree]:
     """Plain-PyTorch hypergradients at the first outer step's point (5 SGD steps from the shared
     start on b1..b5; products on b5), one per method and convention."""
     solves = {
-        "neumann": plain.neumann(SOLVER_STEPS, INNER_LR, last_term=False),
-        "neumann-11": plain.neumann(SOLVER_STEPS, INNER_LR),
+        "neumann": plain.neumann(SOLVER_STEPS, INNER_LR),
         "cg": plain.cg(SOLVER_STEPS, CG_DAMPING),
         "cg-undamped": plain.cg(SOLVER_STEPS),
         "cg-undamped, Betty's direction update": plain.cg(SOLVER_STEPS, old_residual_direction=True),

@@ -19,9 +19,10 @@ def quadratic():
     return ridge(features=20, n_train=80, n_val=40)
 
 
-@pytest.mark.parametrize("i", [1, 3, 10, 40])
-def test_neumann_with_i_terms_equals_unrolling_i_sgd_steps_from_the_optimum(quadratic, i):
-    """Lorraine, Vicol & Duvenaud (2020), Theorem 1, on a quadratic inner problem."""
+@pytest.mark.parametrize("i", [0, 1, 3, 10, 40])
+def test_neumann_with_i_products_equals_unrolling_i_plus_1_sgd_steps_from_the_optimum(quadratic, i):
+    """Lorraine, Vicol & Duvenaud (2020), Theorem 1, on a quadratic inner problem: i + 1 Neumann
+    terms (i Hessian-vector products) with alpha = lr equal i + 1 unrolled SGD steps."""
     p = quadratic
     neumann = nest.implicit(
         p.train_loss,
@@ -37,7 +38,7 @@ def test_neumann_with_i_terms_equals_unrolling_i_sgd_steps_from_the_optimum(quad
         p.val_loss,
         p.params,
         p.hparams,
-        [p.train_batch] * i,
+        [p.train_batch] * (i + 1),
         p.val_batch,
         rule=nest.sgd(p.lr),
     ).grads

@@ -174,7 +174,10 @@ class Bilevel:
             raise ValueError("hparams has no parameters: nothing to tune")
         _check_optimizer_owns(inner_optimizer, model, "inner_optimizer", "model.parameters()")
         _check_optimizer_owns(outer_optimizer, hparams, "outer_optimizer", "hparams.parameters()")
-        check_same_dtype_device({"model parameters": self._trainable(model), "hparams": hparams.tree()})
+        # Parameter objects are stable (loading a state dict copies into them): walk modules once.
+        self._weights = {k: p for k, p in model.named_parameters() if p.requires_grad}
+        self._hparam_leaves = dict(hparams.named_parameters())
+        check_same_dtype_device({"model parameters": self._weights, "hparams": hparams.tree()})
         self.model, self.hparams = model, hparams
         self.inner_optimizer, self.outer_optimizer = inner_optimizer, outer_optimizer
         self.train_loss, self.val_loss = train_loss, val_loss
@@ -191,13 +194,9 @@ class Bilevel:
         self._cache: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ functional views
-    @staticmethod
-    def _trainable(model: nn.Module) -> Tree:
-        return {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
-
     def params(self) -> Tree:
-        """Current trainable weights (detached)."""
-        return self._trainable(self.model)
+        """Current trainable weights (detached views)."""
+        return {k: p.detach() for k, p in self._weights.items()}
 
     def buffers(self) -> Tree:
         return dict(self.model.named_buffers())
@@ -233,7 +232,9 @@ class Bilevel:
     # ------------------------------------------------------------------ steps
     def inner_step(self, batch: Any) -> tuple[Tensor, Tensor]:
         """One step of the inner optimizer; returns the loss and the gradient norm (no sync)."""
-        return train_step(self.model, self.hparams, self.inner_optimizer, self.train_loss, batch)
+        return train_step(
+            self.model, self.hparams, self.inner_optimizer, self.train_loss, batch, params=self._weights
+        )
 
     def outer_step(self, train: Iterator, val: Iterator) -> dict[str, float]:
         """One outer step; returns its record (floats), also appended to :attr:`history`."""
@@ -250,7 +251,7 @@ class Bilevel:
                 f"{quantity} is NaN or infinite at outer step {self.step}: lower the learning "
                 f"rates or the initial hyperparameters, or resume from the last checkpoint"
             )
-        params = dict(self.hparams.named_parameters())
+        params = self._hparam_leaves
         for k, g in out.grads.items():
             params[k].grad = g.detach().to(params[k].dtype)
         self.outer_optimizer.step()
@@ -345,11 +346,14 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     train_loss: TrainLoss,
     batch: Any,
+    params: dict[str, nn.Parameter] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One plain training step of ``model`` on the inner objective with fixed ``hparams``;
-    returns the loss and the gradient norm as tensors (no host sync)."""
+    returns the loss and the gradient norm as tensors (no host sync). ``params``: the model's
+    trainable named parameters, when the caller has them at hand."""
     model.train()
-    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    if params is None:
+        params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     losses = train_loss(model, batch)
     loss = hparams.inner_loss(hparams.tree(), params, losses, batch)
     optimizer.zero_grad(set_to_none=True)

@@ -73,15 +73,20 @@ def _scalar(value: float, like: Tree) -> Tensor:
 
 @dataclass(frozen=True)
 class neumann:
-    r"""Truncated Neumann series: :math:`x = \alpha \sum_{j=0}^{steps-1} (I - \alpha A)^j b`.
+    r"""Truncated Neumann series: :math:`x = \alpha \sum_{j=0}^{steps} (I - \alpha A)^j b`.
 
-    Converges to :math:`A^{-1} b` when all eigenvalues of ``alpha * A`` lie in (0, 2); the
-    error is :math:`-(I - \alpha A)^{steps} A^{-1} b`, i.e. it falls like :math:`\rho^{steps}`
-    with :math:`\rho = \max_i |1 - \alpha \lambda_i|`. Uses ``steps`` operator products; the
-    last one also yields the exact residual :math:`b - A x = (I - \alpha A)^{steps} b` for free.
-    With ``alpha`` the inner learning rate, the result equals differentiating through ``steps``
-    SGD steps started at the optimum (Lorraine, Vicol & Duvenaud, AISTATS 2020, Theorem 1).
-    Needs no definiteness.
+    Uses ``steps`` operator products for ``steps + 1`` terms (the convention of Lorraine, Vicol &
+    Duvenaud, AISTATS 2020, Algorithm 3, and of TorchOpt and Betty). Converges to
+    :math:`A^{-1} b` when all eigenvalues of ``alpha * A`` lie in (0, 2); the error is
+    :math:`-(I - \alpha A)^{steps + 1} A^{-1} b`, i.e. it falls like :math:`\rho^{steps}` with
+    :math:`\rho = \max_i |1 - \alpha \lambda_i|`. With ``alpha`` the inner learning rate, the
+    result equals differentiating through ``steps + 1`` SGD steps started at the optimum (the
+    paper's Theorem 1). Needs no definiteness.
+
+    ``Solution.residual_norm`` is :math:`\|(I - \alpha A)^{steps} b\|`, the exact residual of
+    the series without its last term, which costs nothing; it bounds the returned estimate's
+    residual from above whenever :math:`\|I - \alpha A\| \le 1` (the exact value would cost one
+    more product).
     """
 
     steps: int = 10
@@ -89,7 +94,7 @@ class neumann:
     damping: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_steps(self, self.steps)
+        _check_steps(self, self.steps, minimum=0)
         if not self.alpha > 0:
             raise ValueError(f"neumann(alpha={self.alpha}): alpha must be > 0 (try the inner lr)")
         _check_damping(self, self.damping)
@@ -97,10 +102,9 @@ class neumann:
     def __call__(self, matvec: Matvec, b: Tree) -> Solution:
         matvec = _damped(matvec, self.damping)
         v, total = b, b
-        for j in range(self.steps):
+        for _ in range(self.steps):
             v = tree_add(v, matvec(v), -self.alpha)
-            if j + 1 < self.steps:
-                total = tree_add(total, v)
+            total = tree_add(total, v)
         x = tree_scale(total, self.alpha)
         nan = _scalar(math.nan, b)
         return Solution(x, torch.tensor(self.steps), tree_norm(v), nan)
@@ -128,7 +132,33 @@ class cg:
 
     def __call__(self, matvec: Matvec, b: Tree) -> Solution:
         matvec = _damped(matvec, self.damping)
-        eager = can_sync()
+        return self._eager(matvec, b) if can_sync() else self._traced(matvec, b)
+
+    def _eager(self, matvec: Matvec, b: Tree) -> Solution:
+        """Plain CG with Python scalars: one host sync per iteration, early exit."""
+        x = {k: torch.zeros_like(v) for k, v in b.items()}
+        r, p = b, b
+        rs = float(tree_dot(r, r).real)
+        threshold = (self.tol**2) * rs
+        min_curv, iterations = math.inf, 0
+        for _ in range(self.steps if rs > threshold else 0):
+            ap = matvec(p)
+            pap, pp = torch.stack([tree_dot(p, ap).real, tree_dot(p, p).real]).tolist()
+            min_curv = min(min_curv, pap / pp)
+            if pap <= 0:
+                break
+            step = rs / pap
+            x, r = tree_add(x, p, step), tree_add(r, ap, -step)
+            rs_old, rs = rs, float(tree_dot(r, r).real)
+            iterations += 1
+            if rs <= threshold:
+                break
+            p = tree_add(r, p, rs / rs_old)
+        return Solution(x, torch.tensor(iterations), _scalar(math.sqrt(rs), b), _scalar(min_curv, b))
+
+    def _traced(self, matvec: Matvec, b: Tree) -> Solution:
+        """The same iterations without host syncs: converged (or stopped) iterations are masked,
+        so all ``steps`` products run (for torch.compile and torch.func transforms)."""
         x = {k: torch.zeros_like(v) for k, v in b.items()}
         r, p = b, b
         rs = tree_dot(r, r).real
@@ -137,8 +167,6 @@ class cg:
         min_curv = _scalar(math.inf, b)
         iterations = torch.zeros((), dtype=torch.long, device=rs.device)
         for _ in range(self.steps):
-            if eager and bool(done):
-                break
             ap = matvec(p)
             pap = tree_dot(p, ap).real
             curvature = pap / torch.where(done, 1.0, tree_dot(p, p).real)
@@ -205,9 +233,9 @@ class exact:
         return Solution(x, torch.tensor(n), residual.to(b_flat.real.dtype), _scalar(math.nan, b))
 
 
-def _check_steps(solver: object, steps: int) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{solver!r}: steps must be an integer >= 1")
+def _check_steps(solver: object, steps: int, minimum: int = 1) -> None:
+    if not isinstance(steps, int) or steps < minimum:
+        raise ValueError(f"{solver!r}: steps must be an integer >= {minimum}")
 
 
 def _check_damping(solver: object, damping: float) -> None:
