@@ -23,6 +23,7 @@ FACES = [
     ),
     pytest.param(lambda ps: nest.ComplexAdam(ps, lr=0.01), nest.complex_adam(0.01), id="adam"),
     pytest.param(lambda ps: nest.ExtraGradient(ps, lr=0.05), nest.extragradient(0.05), id="eg"),
+    pytest.param(lambda ps: nest.ExtraAdam(ps, lr=0.01), nest.extrapolated(nest.adam(0.01)), id="extra-adam"),
     pytest.param(lambda ps: nest.OptimisticGradient(ps, lr=0.05), nest.optimistic(0.05), id="ogd"),
 ]
 

@@ -1,6 +1,6 @@
 """nestopt: nested optimization and differentiable games on PyTorch."""
 
-from .games import ComplexAdam, ComplexMomentum, ExtraGradient, Game, OptimisticGradient, Player
+from .games import ComplexAdam, ComplexMomentum, ExtraAdam, ExtraGradient, Game, OptimisticGradient, Player
 from .hypergrad import Hypergradient, UnrolledHypergradient, implicit, truncated, unrolled
 from .operators import Linearization, linearize
 from .solvers import IndefiniteOperatorError, Solution, cg, exact, identity, neumann
@@ -13,6 +13,7 @@ from .updates import (
     complex_momentum,
     complex_momentum_two_buffer,
     extragradient,
+    extrapolated,
     optimistic,
     sgd,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_BETA",
     "ComplexAdam",
     "ComplexMomentum",
+    "ExtraAdam",
     "ExtraGradient",
     "Game",
     "Hypergradient",
@@ -39,6 +41,7 @@ __all__ = [
     "complex_momentum_two_buffer",
     "exact",
     "extragradient",
+    "extrapolated",
     "identity",
     "implicit",
     "linearize",

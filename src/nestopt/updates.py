@@ -318,6 +318,35 @@ def extragradient(lr: float | Tensor) -> UpdateRule:
     return UpdateRule(init, update)
 
 
+def extrapolated(rule: UpdateRule) -> UpdateRule:
+    r"""Extragradient over any rule (Gidel et al., 2019, "A Variational Inequality Perspective on
+    GANs": Extra-Adam is ``extrapolated(adam(lr))``), one gradient evaluation per call.
+
+    Calls alternate: an odd call applies ``rule`` at :math:`w` to reach the extrapolated point
+    :math:`\bar w` (keeping :math:`w` as the anchor); an even call applies ``rule`` to the anchor
+    with the gradient at :math:`\bar w`. Both calls advance the rule's own state (moments, step
+    count), as Gidel et al.'s Extra-Adam does. ``extrapolated(sgd(lr))`` is :func:`extragradient`.
+    State: the rule's, plus ``anchor`` and ``extrapolation_calls``.
+    """
+    own = ("anchor", "extrapolation_calls")
+
+    def init(params: Tree) -> State:
+        state = rule.init(params)
+        clash = [k for k in own if k in state]
+        if clash:
+            raise ValueError(f"extrapolated() cannot wrap a rule whose state already has {clash}")
+        return {**state, "anchor": {k: torch.zeros_like(v) for k, v in params.items()}, own[1]: 0}
+
+    def update(grads: Tree, state: State, params: Tree) -> tuple[Tree, State]:
+        extrapolating = state[own[1]] % 2 == 0
+        anchor = params if extrapolating else state["anchor"]
+        inner = {k: v for k, v in state.items() if k not in own}
+        new_params, inner = rule.update(grads, inner, anchor)
+        return new_params, {**inner, "anchor": dict(anchor), own[1]: state[own[1]] + 1}
+
+    return UpdateRule(init, update)
+
+
 def optimistic(lr: float | Tensor) -> UpdateRule:
     r"""Optimistic gradient descent (Popov, 1980; Daskalakis et al., 2018).
 

@@ -7,13 +7,14 @@ After Lorraine, Acuna, Vicol & Duvenaud, "Complex Momentum for Optimization in G
 :mod:`nestopt.updates`; :mod:`.optim` holds their ``torch.optim`` faces.
 """
 
-from . import spectral, zoo
+from . import gan, spectral, zoo
 from .game import Game, JointTree, Player, flatten, unflatten
-from .optim import ComplexAdam, ComplexMomentum, ExtraGradient, OptimisticGradient, RuleOptimizer
+from .optim import ComplexAdam, ComplexMomentum, ExtraAdam, ExtraGradient, OptimisticGradient, RuleOptimizer
 
 __all__ = [
     "ComplexAdam",
     "ComplexMomentum",
+    "ExtraAdam",
     "ExtraGradient",
     "Game",
     "JointTree",
@@ -21,6 +22,7 @@ __all__ = [
     "Player",
     "RuleOptimizer",
     "flatten",
+    "gan",
     "spectral",
     "unflatten",
     "zoo",

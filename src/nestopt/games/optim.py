@@ -22,9 +22,11 @@ from ..updates import (
     DEFAULT_BETA,
     State,
     UpdateRule,
+    adam,
     complex_adam,
     complex_momentum_two_buffer,
     extragradient,
+    extrapolated,
     optimistic,
 )
 
@@ -123,12 +125,35 @@ class ExtraGradient(RuleOptimizer):
         super().__init__(params, {"lr": lr}, extragradient)
 
 
+class ExtraAdam(RuleOptimizer):
+    r"""Extra-Adam (Gidel et al., 2019), one gradient evaluation per ``step()``: extragradient
+    whose two half-steps are Adam steps, both advancing Adam's moments.
+
+    As :class:`ExtraGradient`, two ``step()`` calls (each after its own backward pass) make one
+    update: the first moves to :math:`\bar w = w + \text{Adam step}(g(w))`, the second to
+    :math:`w + \text{Adam step}(g(\bar w))`. The rule is ``nestopt.extrapolated(nestopt.adam(...))``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps}, _extra_adam)
+
+
 class OptimisticGradient(RuleOptimizer):
     r"""Optimistic gradient descent: :math:`w \leftarrow w - \text{lr}\,(2 g_t - g_{t-1})`, the
     first step plain gradient descent. The rule is :func:`nestopt.optimistic`."""
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3) -> None:
         super().__init__(params, {"lr": lr}, optimistic)
+
+
+def _extra_adam(lr: float, betas: tuple[float, float], eps: float) -> UpdateRule:
+    return extrapolated(adam(lr, betas, eps))
 
 
 def _pack(state: State) -> dict[str, Any]:
