@@ -157,6 +157,7 @@ def test_param_groups_keep_their_own_settings():
         (lambda ps: nest.ComplexAdam(ps, betas=(0.99j + 0.2, 0.999)), r"betas\[0\] needs \|betas\[0\]\| < 1"),
         (lambda ps: nest.ExtraGradient(ps, lr=-1.0), r"lr must be >= 0, got -1.0"),
         (lambda ps: nest.OptimisticGradient(ps, lr=-1.0), r"lr must be >= 0, got -1.0"),
+        (lambda ps: nest.ExtraAdam(ps, betas=(1.0, 0.999)), r"Extra-Adam needs .* 0 <= betas < 1"),
         (
             lambda ps: nest.ComplexMomentum([{"params": ps, "beta": 2j}], lr=0.1),
             r"beta needs \|beta\| < 1, got \|beta\| = 2",

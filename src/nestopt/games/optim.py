@@ -153,6 +153,11 @@ class OptimisticGradient(RuleOptimizer):
 
 
 def _extra_adam(lr: float, betas: tuple[float, float], eps: float) -> UpdateRule:
+    if not all(0.0 <= b < 1.0 for b in betas) or lr < 0 or eps < 0:
+        raise ValueError(
+            f"Extra-Adam needs lr >= 0, 0 <= betas < 1 and eps >= 0, got lr={lr}, betas={betas}, eps={eps}: "
+            f"use e.g. lr=1e-3, betas=(0.9, 0.999)"
+        )
     return extrapolated(adam(lr, betas, eps))
 
 
