@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from . import bilinear_game, weight_decay
+from . import bilinear_game, gan_digits, gan_mixture, weight_decay
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class Recipe:
         return self.module.run(*args, **kwargs)
 
 
-RECIPES = {m.NAME: Recipe(m.NAME, m.SUMMARY, m) for m in (weight_decay, bilinear_game)}
+RECIPES = {
+    m.NAME: Recipe(m.NAME, m.SUMMARY, m) for m in (weight_decay, bilinear_game, gan_mixture, gan_digits)
+}
 
 
 def get(name: str) -> Recipe:
