@@ -166,7 +166,7 @@ def test_bad_options_are_one_line_usage_errors(tmp_path):
     for recipe, extra, message in [
         ("gan-mixture", ["--std", "0"], "--std > 0"),
         ("gan-mixture", ["--beta-magnitude", "1"], "--beta-magnitude must be in [0, 1), got 1.0"),
-        ("gan-mixture", ["--adam-beta1s", "1.2"], "--adam-beta1s must lie in [0, 1)"),
+        ("gan-mixture", ["--adam-beta1s", "1.2"], "--adam-beta1s must be distinct values in [0, 1)"),
         ("gan-digits", ["--steps", "0"], "--steps must be >= 1, got 0"),
         ("gan-digits", ["--order", "sideways"], "sideways"),
     ]:

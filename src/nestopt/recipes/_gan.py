@@ -35,6 +35,37 @@ REFERENCE = "real data (reference)"
 
 
 @dataclass(frozen=True)
+class Setup:
+    """A GAN experiment: fresh networks (built after the seed is set), real batches drawn with a
+    ``torch.Generator``, the metrics of a set of generated samples, and how to draw samples."""
+
+    generator: Callable[[], nn.Module]
+    discriminator: Callable[[], nn.Module]
+    real_batch: Callable[[int, torch.Generator], Tensor]
+    noise_dim: int
+    evaluate: Callable[[Tensor], dict[str, float]]
+    draw: Callable[..., None]  # draw(axis, samples): one panel of the sample plots
+    eval_samples: int = 1000
+    snapshot_samples: int = 64
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long and how often: ``steps`` are :meth:`~nestopt.games.Game.step` calls, one gradient
+    evaluation per player each (an extragradient update takes two)."""
+
+    steps: int
+    batch_size: int
+    eval_every: int
+    snapshots: int
+    checkpoint_every: int
+    seeds: int
+
+    def snapshot_steps(self) -> list[int]:
+        return sorted({max(1, round(self.steps * (i + 1) / self.snapshots)) for i in range(self.snapshots)})
+
+
+@dataclass(frozen=True)
 class Contender:
     """One optimizer of a comparison: ``make(params)`` builds a player's ``torch.optim`` optimizer;
     ``order`` is the update order of :meth:`nestopt.games.Game.step`; ``key`` names its files."""
@@ -119,8 +150,10 @@ def check_config(config) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if not config.lr > 0:
         raise ValueError(f"--lr must be > 0, got {config.lr}")
-    if any(not 0 <= b < 1 for b in config.adam_beta1s):
-        raise ValueError(f"--adam-beta1s must lie in [0, 1), got {config.adam_beta1s}")
+    if any(not 0 <= b < 1 for b in config.adam_beta1s) or len(set(config.adam_beta1s)) < len(
+        config.adam_beta1s
+    ):
+        raise ValueError(f"--adam-beta1s must be distinct values in [0, 1), got {config.adam_beta1s}")
     if not 0 <= config.beta_magnitude < 1:
         raise ValueError(f"--beta-magnitude must be in [0, 1), got {config.beta_magnitude}")
     if not 0 <= config.beta2 < 1:
@@ -128,41 +161,11 @@ def check_config(config) -> None:
 
 
 def _fraction(x: float) -> str:
+    """A phase in units of π as the exponent's tail: 0.125 -> "/8", 0.375 -> "·3/8"."""
     fraction = Fraction(x).limit_denominator(64)
     if abs(float(fraction) - x) > 1e-9:
         return f"·{x:g}"
     return "" if fraction == 1 else f"/{fraction.denominator}" if fraction.numerator == 1 else f"·{fraction}"
-
-
-@dataclass(frozen=True)
-class Setup:
-    """A GAN experiment: fresh networks (built after the seed is set), real batches drawn with a
-    ``torch.Generator``, the metrics of a set of generated samples, and how to draw samples."""
-
-    generator: Callable[[], nn.Module]
-    discriminator: Callable[[], nn.Module]
-    real_batch: Callable[[int, torch.Generator], Tensor]
-    noise_dim: int
-    evaluate: Callable[[Tensor], dict[str, float]]
-    draw: Callable[..., None]  # draw(axis, samples): one panel of the sample plots
-    eval_samples: int = 1000
-    snapshot_samples: int = 64
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How long and how often: ``steps`` are :meth:`~nestopt.games.Game.step` calls, one gradient
-    evaluation per player each (an extragradient update takes two)."""
-
-    steps: int
-    batch_size: int
-    eval_every: int
-    snapshots: int
-    checkpoint_every: int
-    seeds: int
-
-    def snapshot_steps(self) -> list[int]:
-        return sorted({max(1, round(self.steps * (i + 1) / self.snapshots)) for i in range(self.snapshots)})
 
 
 def compare(
@@ -254,6 +257,7 @@ def train(
     final = {k: v for k, v in curves[-1].items() if k not in ("optimizer", "seed", "step")}
     return {
         "optimizer": contender.name,
+        "key": contender.key,
         "seed": seed,
         "metrics": {**final, "seconds": seconds + time.perf_counter() - started},
         "curves": curves,

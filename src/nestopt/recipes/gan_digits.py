@@ -120,11 +120,9 @@ def run(config: Config, out: str | Path, progress: Progress | None = None) -> Re
             ),
         ),
     ]
-    for run_ in runs:
-        if run_["seed"] == 0:
-            key = next(c.key for c in _gan.contenders_of(config) if c.name == run_["optimizer"])
-            title = f"{run_['optimizer']}, seed 0, step {config.steps}: FD {run_['metrics']['fd']:.2f}"
-            files.append(folder.save_figure(f"samples_{key}.png", _gan.plot_samples(run_, setup, title)))
+    for one in (run for run in runs if run["seed"] == 0):
+        title = f"{one['optimizer']}, seed 0, step {config.steps}: FD {one['metrics']['fd']:.2f}"
+        files.append(folder.save_figure(f"samples_{one['key']}.png", _gan.plot_samples(one, setup, title)))
     return Result(NAME, folder.path, metrics, _gan.curve_rows(runs), files)
 
 
