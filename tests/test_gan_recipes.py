@@ -65,6 +65,7 @@ def test_mixture_recipe_writes_its_run_folder_with_every_optimizer_and_the_refer
             assert len(m[f"{key}_per_seed"]) == 2
         assert 0 <= m["modes_mean"] <= 8 and 0 <= m["high_quality_mean"] <= 1 and m["w1_mean"] > 0
         assert m["seeds"] == 2 and m["seconds"] > 0
+        assert m["order"] == ("simultaneous" if name.startswith("Extra") else "alternating")
     assert metrics[_gan.REFERENCE]["modes_mean"] == 8 and metrics[_gan.REFERENCE]["high_quality_mean"] > 0.95
     assert json.loads((out / "config.json").read_text())["steps"] == 40
     with (out / "curves.csv").open() as handle:

@@ -258,6 +258,7 @@ def train(
     return {
         "optimizer": contender.name,
         "key": contender.key,
+        "order": contender.order,
         "seed": seed,
         "metrics": {**final, "seconds": seconds + time.perf_counter() - started},
         "curves": curves,
@@ -283,12 +284,12 @@ def _checkpoint_name(contender: Contender, seed: int) -> str:
 # ---------------------------------------------------------------------- summary over seeds
 def summarize(runs: list[dict], keys: Sequence[str], reference: dict[str, float] | None = None) -> dict:
     """Per contender: ``KEY_mean``, ``KEY_std`` (sample std over seeds; 0 for one seed) and
-    ``KEY_per_seed`` of each metric in ``keys``, ``seconds`` (all seeds) and ``seeds``; plus a
-    reference row (the metrics of real data) when given."""
+    ``KEY_per_seed`` of each metric in ``keys``, ``seconds`` (all seeds), ``seeds`` and the update
+    ``order``; plus a reference row (the metrics of real data) when given."""
     metrics = {}
     for name in dict.fromkeys(run["optimizer"] for run in runs):
         mine = [run for run in runs if run["optimizer"] == name]
-        row: dict = {"seeds": len(mine)}
+        row: dict = {"order": mine[0]["order"], "seeds": len(mine)}
         for key in keys:
             values = [run["metrics"][key] for run in mine]
             row[f"{key}_mean"] = statistics.fmean(values)

@@ -4,10 +4,10 @@ After Lorraine, Acuna, Vicol & Duvenaud, "Complex Momentum for Optimization in G
 2022), on the mixture of Metz et al., "Unrolled Generative Adversarial Networks" (2017): 8
 Gaussians of std 0.02 evenly spaced on a circle of radius 2. Generator and discriminator are
 ReLU MLPs, trained as the non-saturating GAN (nestopt.games.gan) by one optimizer per player:
-
-* Adam at β1 = 0.9 (the magnitude of the complex β1, no phase), alternating updates;
-* complex Adam at the paper's recommended β1 = 0.9 e^{iπ/8} (nestopt.DEFAULT_BETA), alternating;
-* Extra-Adam (Gidel et al., 2019: extragradient whose two half-steps are Adam steps), simultaneous.
+Adam at β1 = 0.9 (the magnitude of the complex β1, no phase) and complex Adam at the paper's
+recommended β1 = 0.9 e^{iπ/8} (nestopt.DEFAULT_BETA), both with alternating updates, and
+Extra-Adam (Gidel et al., 2019: extragradient whose two half-steps are Adam steps) with
+simultaneous updates.
 
 Every optimizer runs the same number of Game.step calls (gradient evaluations per player; an
 Extra-Adam update takes two), from the same networks and data for a given seed, at one learning
