@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from .bilevel import DivergenceError
 from .recipes import RECIPES, Recipe
 from .recipes.runfolder import Result, default_out
 
-console = Console()
+# Piped output (logs, CI) gets a wide table instead of rich's 80-column default.
+console = Console() if sys.stdout.isatty() else Console(width=140)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
